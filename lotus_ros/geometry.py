@@ -1,0 +1,117 @@
+"""
+Pinhole camera geometry in the ROS optical frame (REP 103/118: x right, y down, z forward).
+
+Pixel coordinates follow the ROS/OpenCV convention: the centre of pixel (u, v) is at (u, v), so
+pixel (0, 0) covers [-0.5, 0.5) x [-0.5, 0.5). Depth is Z along the optical axis (REP 118), not the
+ray length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(float(x)) for x in values):
+            raise ValueError(f'intrinsics must be finite, got {values}')
+        if self.fx <= 0.0 or self.fy <= 0.0:
+            raise ValueError(f'focal lengths must be positive, got fx={self.fx} fy={self.fy}')
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f'image size must be positive, got {self.width}x{self.height}')
+
+    def scaled(self, width: int, height: int) -> Intrinsics:
+        """
+        Intrinsics of the same view resampled to width x height.
+
+        Pixel centres scale, not pixel corners: (u + 0.5) * sx - 0.5, which is what resizing with
+        OpenCV/PIL does, so a resized prediction and the original image see the same rays.
+        """
+        sx = width / self.width
+        sy = height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
+                          (self.cy + 0.5) * sy - 0.5, int(width), int(height))
+
+
+def intrinsics_from_camera_info(k, p, width: int, height: int) -> Intrinsics:
+    """
+    Intrinsics from a CameraInfo's P (rectified image, as depth_image_proc uses), else K.
+
+    An all-zero or otherwise unusable calibration raises ValueError: an uncalibrated camera must
+    not silently produce a projection.
+    """
+    candidates = []
+    if p is not None and len(p) == 12:
+        pm = np.asarray(p, dtype=np.float64).reshape(3, 4)
+        candidates.append(('P', pm[0, 0], pm[1, 1], pm[0, 2], pm[1, 2]))
+    if k is not None and len(k) == 9:
+        km = np.asarray(k, dtype=np.float64).reshape(3, 3)
+        candidates.append(('K', km[0, 0], km[1, 1], km[0, 2], km[1, 2]))
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f'camera info has no image size ({width}x{height})')
+    for _, fx, fy, cx, cy in candidates:
+        if all(math.isfinite(x) for x in (fx, fy, cx, cy)) and fx > 0.0 and fy > 0.0:
+            return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(width), int(height))
+    raise ValueError('camera info has neither a valid P nor a valid K (all zero or non-finite); '
+                     'calibrate the camera or publish its CameraInfo')
+
+
+def _for_shape(intr: Intrinsics, height: int, width: int) -> Intrinsics:
+    if intr.width == width and intr.height == height:
+        return intr
+    return intr.scaled(width, height)
+
+
+def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """
+    Back-project a depth map (Z in metres) to an HxWx3 float32 point array in the optical frame.
+
+    A depth map of another size than the intrinsics is treated as a resized view (pixel-centre
+    scaling). Non-finite or non-positive depth gives NaN points.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be HxW, got shape {depth.shape}')
+    h, w = depth.shape
+    intr = _for_shape(intr, h, w)
+    z = depth.astype(np.float32, copy=False)
+    xr = ((np.arange(w, dtype=np.float64) - intr.cx) / intr.fx).astype(np.float32)
+    yr = ((np.arange(h, dtype=np.float64) - intr.cy) / intr.fy).astype(np.float32)
+    out = np.empty((h, w, 3), dtype=np.float32)
+    zc = out[..., 2]
+    np.copyto(zc, z)
+    invalid = ~(z > 0.0) | ~np.isfinite(z)
+    zc[invalid] = np.nan
+    np.multiply(zc, xr[None, :], out=out[..., 0])
+    np.multiply(zc, yr[:, None], out=out[..., 1])
+    return out
+
+
+def project(points: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Project optical-frame points (...x3) to pixel coordinates (u, v) and depth z.
+
+    Points at or behind the camera (z <= 0) or non-finite get u = v = NaN; z is returned as given.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape[-1] != 3:
+        raise ValueError(f'points must be ...x3, got shape {pts.shape}')
+    x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+    ok = np.isfinite(pts).all(axis=-1) & (z > 0.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        inv = np.where(ok, 1.0 / np.where(ok, z, 1.0), np.nan)
+    u = intr.fx * x * inv + intr.cx
+    v = intr.fy * y * inv + intr.cy
+    return u, v, z.copy()

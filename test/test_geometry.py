@@ -1,0 +1,94 @@
+"""Geometry against independent per-pixel formulas and synthetic planes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lotus_ros.geometry import Intrinsics, backproject, intrinsics_from_camera_info, project
+
+INTR = Intrinsics(fx=52.0, fy=48.0, cx=15.3, cy=11.7, width=32, height=24)
+
+
+def _random_depth(rng, h, w):
+    return rng.uniform(0.3, 12.0, size=(h, w)).astype(np.float32)
+
+
+def test_backproject_matches_per_pixel_formula():
+    rng = np.random.default_rng(1)
+    depth = _random_depth(rng, INTR.height, INTR.width)
+    depth[3, 4] = np.nan
+    depth[5, 6] = 0.0
+    depth[7, 8] = -1.0
+    depth[9, 10] = np.inf
+    pts = backproject(depth, INTR)
+    assert pts.shape == (24, 32, 3) and pts.dtype == np.float32
+    for v in range(INTR.height):
+        for u in range(INTR.width):
+            z = float(depth[v, u])
+            if not (math.isfinite(z) and z > 0):
+                assert np.isnan(pts[v, u]).all()
+                continue
+            expected = ((u - INTR.cx) * z / INTR.fx, (v - INTR.cy) * z / INTR.fy, z)
+            np.testing.assert_allclose(pts[v, u], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_project_of_backproject_is_pixel_grid():
+    rng = np.random.default_rng(2)
+    depth = _random_depth(rng, INTR.height, INTR.width)
+    u, v, z = project(backproject(depth, INTR), INTR)
+    vv, uu = np.mgrid[0:INTR.height, 0:INTR.width]
+    np.testing.assert_allclose(u, uu, atol=1e-3)
+    np.testing.assert_allclose(v, vv, atol=1e-3)
+    np.testing.assert_allclose(z, depth, rtol=1e-6)
+
+
+def test_project_behind_camera_is_nan():
+    u, v, _ = project(np.array([[0.0, 0.0, -1.0], [0.1, 0.1, 0.0], [np.nan, 0, 1]]), INTR)
+    assert np.isnan(u).all() and np.isnan(v).all()
+
+
+def test_plane_lands_on_plane():
+    # Plane n . X = d seen by the camera; depth along each pixel ray from the plane equation.
+    n = np.array([0.2, -0.5, -0.8])
+    n /= np.linalg.norm(n)
+    d = -3.0
+    vv, uu = np.mgrid[0:INTR.height, 0:INTR.width].astype(np.float64)
+    rays = np.stack([(uu - INTR.cx) / INTR.fx, (vv - INTR.cy) / INTR.fy, np.ones_like(uu)], -1)
+    depth = d / (rays @ n)
+    assert (depth > 0).all()
+    pts = backproject(depth.astype(np.float32), INTR).astype(np.float64)
+    np.testing.assert_allclose(pts @ n, d, atol=1e-4 * abs(d))
+
+
+def test_backproject_resized_depth_uses_scaled_intrinsics():
+    # A half-size depth map: the pixel centre (u, v) of the small map is (2u + 0.5, 2v + 0.5) in
+    # the full image, so its ray must match the full-resolution formula there.
+    small = np.full((12, 16), 2.0, dtype=np.float32)
+    pts = backproject(small, INTR)
+    u_full = 2 * 5 + 0.5
+    v_full = 2 * 7 + 0.5
+    expected = ((u_full - INTR.cx) * 2.0 / INTR.fx, (v_full - INTR.cy) * 2.0 / INTR.fy, 2.0)
+    np.testing.assert_allclose(pts[7, 5], expected, rtol=1e-5)
+
+
+def test_intrinsics_prefers_p_then_k_and_rejects_zero():
+    k = [500.0, 0, 320.0, 0, 510.0, 240.0, 0, 0, 1]
+    p = [400.0, 0, 300.0, 0, 0, 410.0, 200.0, 0, 0, 0, 1, 0]
+    i = intrinsics_from_camera_info(k, p, 640, 480)
+    assert (i.fx, i.fy, i.cx, i.cy) == (400.0, 410.0, 300.0, 200.0)
+    i = intrinsics_from_camera_info(k, [0.0] * 12, 640, 480)
+    assert (i.fx, i.fy, i.cx, i.cy) == (500.0, 510.0, 320.0, 240.0)
+    with pytest.raises(ValueError):
+        intrinsics_from_camera_info([0.0] * 9, [0.0] * 12, 640, 480)
+    with pytest.raises(ValueError):
+        intrinsics_from_camera_info(k, p, 0, 480)
+
+
+def test_scaled_keeps_rays_of_pixel_centres():
+    s = INTR.scaled(64, 48)
+    # Pixel centre u_small=3 covers full-res area [3 - 0.5, 3 + 0.5) -> scaled pixel centre 6.5.
+    ray_small = (3 - INTR.cx) / INTR.fx
+    ray_big = (6.5 - s.cx) / s.fx
+    assert ray_big == pytest.approx(ray_small)
+    assert (s.width, s.height) == (64, 48)
