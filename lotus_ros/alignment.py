@@ -1,0 +1,556 @@
+"""
+Robust metric alignment of a relative depth prediction to sparse metric depth.
+
+Lotus outputs p in [0, 1], affine to disparity (``*-disparity`` checkpoints) or to depth (v1 depth
+checkpoints): y = s * p + t with y = 1 / z (space 'disparity') or y = z (space 'depth'), s > 0.
+The fit happens in the model's own space; fitting in the other space is several times worse.
+
+Pipeline: candidates (sparse depth map or 3-D points, filtered) -> RANSAC over point pairs scored
+by relative depth error -> Huber IRLS with a floored residual scale -> a small Kalman filter on
+(s, t) with chi-square gating, reset after repeated rejections (Lotus renormalises each image, so
+real jumps happen) and an age after which the result is stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+
+import numpy as np
+
+from lotus_ros.geometry import Intrinsics, project
+
+SPACES = ('disparity', 'depth')
+MODES = ('scale_shift', 'scale', 'none')
+
+# Chi-square 99.9 % quantiles for 1 and 2 degrees of freedom (Kalman innovation gate).
+_CHI2_999 = {1: 10.828, 2: 13.816}
+
+
+@dataclass
+class AffineFit:
+    scale: float
+    shift: float
+    covariance: np.ndarray
+    candidates: int
+    inliers: int
+    residual_rms: float
+    valid: bool
+    reason: str
+    inlier_mask: np.ndarray
+    scale_only: bool = False
+
+
+@dataclass
+class AlignmentState:
+    scale: float
+    shift: float
+    covariance: np.ndarray
+    candidates: int
+    inliers: int
+    residual_rms: float
+    age: float
+    valid: bool
+    stale: bool
+    reason: str
+    space: str
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise ValueError(f'space must be one of {SPACES}, got {space!r}')
+
+
+def _refused(reason: str, candidates: int, size: int, inliers: int = 0) -> AffineFit:
+    # Refusals still carry finite numbers: callers copy them into messages unconditionally.
+    return AffineFit(scale=0.0, shift=0.0, covariance=np.zeros((2, 2)), candidates=candidates,
+                     inliers=inliers, residual_rms=0.0, valid=False, reason=reason,
+                     inlier_mask=np.zeros(size, dtype=bool))
+
+
+def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None, tau: float,
+            hypotheses: int, score_points: int, min_dp: float,
+            rng: np.random.Generator) -> tuple[float, float] | None:
+    """
+    Best (s, t) hypothesis by truncated relative-depth cost (MSAC), all hypotheses in one array op.
+
+    Pairs (or single points with the shift fixed) define hypotheses; s <= 0 and pairs closer than
+    min_dp in p are discarded. Scoring uses at most score_points random candidates.
+    """
+    n = p.size
+    i = rng.integers(n, size=hypotheses)
+    if fixed_shift is None:
+        j = rng.integers(n, size=hypotheses)
+        dp = p[j] - p[i]
+        ok = np.abs(dp) >= min_dp
+        if not ok.any():
+            return None
+        i, j, dp = i[ok], j[ok], dp[ok]
+        s = (y[j] - y[i]) / dp
+        t = y[i] - s * p[i]
+    else:
+        s = (y[i] - fixed_shift) / p[i]
+        t = np.full_like(s, fixed_shift)
+    ok = (s > 0.0) & np.isfinite(s) & np.isfinite(t)
+    if not ok.any():
+        return None
+    s, t = s[ok], t[ok]
+    if n > score_points:
+        sel = rng.choice(n, size=score_points, replace=False)
+        ps, ys = p[sel], y[sel]
+    else:
+        ps, ys = p, y
+    yhat = s[:, None] * ps[None, :] + t[:, None]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        if space == 'disparity':
+            e = ys[None, :] / yhat - 1.0          # z_hat / z - 1
+        else:
+            e = yhat * (1.0 / ys)[None, :] - 1.0   # z_hat / z - 1
+    cost = np.minimum(e * e, tau * tau)
+    cost[~(yhat > 0.0)] = tau * tau
+    best = int(np.argmin(cost.sum(axis=1)))
+    return float(s[best]), float(t[best])
+
+
+def _rel_error(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str) -> np.ndarray:
+    """Relative depth error z_hat / z - 1 (inf where the model predicts no positive depth)."""
+    yhat = s * p + t
+    with np.errstate(divide='ignore', invalid='ignore'):
+        e = y / yhat - 1.0 if space == 'disparity' else yhat / y - 1.0
+    e[~(yhat > 0.0)] = np.inf
+    return e
+
+
+def _irls(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str, scale_only: bool,
+          tau: float, min_inliers: int, iterations: int, huber_k: float,
+          sigma_floor: float) -> tuple[float, float, np.ndarray, np.ndarray, float] | None:
+    """
+    Huber IRLS on relative residuals starting from a RANSAC hypothesis.
+
+    Inliers are re-selected each iteration at 3 sigma (sigma = 1.4826 MAD, floored so noise-free
+    data keeps its points) and never drop below min_inliers.
+    Returns (s, t, covariance, mask, sigma), or None when the points cannot fix the model.
+    """
+    inv_y2 = 1.0 / (y * y)
+    mask = np.abs(_rel_error(p, y, s, t, space)) < tau
+    if mask.sum() < min_inliers:
+        return None
+    cov = np.zeros((2, 2))
+    for _ in range(iterations):
+        r = (s * p + t - y) * np.sqrt(inv_y2)   # residual relative to y
+        a = np.abs(r)
+        sigma = max(1.4826 * float(np.median(a[mask])), sigma_floor)
+        new_mask = a <= 3.0 * sigma
+        if new_mask.sum() < min_inliers:
+            new_mask = np.zeros_like(mask)
+            new_mask[np.argpartition(a, min_inliers - 1)[:min_inliers]] = True
+        mask = new_mask
+        pm, ym, am = p[mask], y[mask], a[mask]
+        w = inv_y2[mask] * np.minimum(1.0, huber_k * sigma / np.maximum(am, 1e-300))
+        if scale_only:
+            spp = float(np.dot(w, pm * pm))
+            if not spp > 0.0:
+                return None
+            s_new, t_new = float(np.dot(w, pm * (ym - t))) / spp, t
+        else:
+            sw, sp, spp = float(w.sum()), float(np.dot(w, pm)), float(np.dot(w, pm * pm))
+            sy, spy = float(np.dot(w, ym)), float(np.dot(w, pm * ym))
+            det = sw * spp - sp * sp
+            if not det > 1e-12 * sw * spp:
+                return None
+            s_new = (sw * spy - sp * sy) / det
+            t_new = (spp * sy - sp * spy) / det
+        done = abs(s_new - s) <= 1e-12 * abs(s) and abs(t_new - t) <= 1e-12 * (abs(s) + abs(t))
+        s, t = s_new, t_new
+        if done:
+            break
+    # Covariance of the weighted least-squares solution with the weighted residual variance.
+    r = (s * p[mask] + t - y[mask]) * np.sqrt(inv_y2[mask])
+    hub = np.minimum(1.0, huber_k * sigma / np.maximum(np.abs(r), 1e-300))
+    w = inv_y2[mask] * hub
+    dof = max(int(mask.sum()) - (1 if scale_only else 2), 1)
+    var = float(np.dot(hub, r * r)) / dof
+    if scale_only:
+        spp = float(np.dot(w, p[mask] ** 2))
+        cov[0, 0] = var / spp
+    else:
+        pm = p[mask]
+        normal = np.array([[np.dot(w, pm * pm), np.dot(w, pm)], [np.dot(w, pm), w.sum()]])
+        try:
+            cov = var * np.linalg.inv(normal)
+        except np.linalg.LinAlgError:
+            return None
+    if not (np.isfinite(cov).all() and math.isfinite(s) and math.isfinite(t)):
+        return None
+    return s, t, cov, mask, sigma
+
+
+def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shift',
+               z_min: float = 0.0, z_max: float = math.inf, delta: float = 0.01,
+               min_inliers: int = 8, threshold: float = 0.1, min_spread: float = 0.05,
+               fixed_shift: float = 0.0, scale_fallback: bool = True, hypotheses: int = 128,
+               score_points: int = 512, iterations: int = 10, huber_k: float = 1.345,
+               sigma_floor: float = 0.005, rng: np.random.Generator | int | None = 0) -> AffineFit:
+    """
+    Robustly fit y = s * p + t between 1-D predictions p and metric depths (metres).
+
+    Candidates need finite depth in [z_min, z_max] (0/NaN = no data) and unsaturated p
+    (delta < p < 1 - delta). threshold is the RANSAC inlier bound on relative depth error.
+    mode 'scale' (or 'scale_shift' when the inliers' p spread is below min_spread and
+    scale_fallback is set) fits s with t = fixed_shift. Never raises on degenerate data: refuses
+    with valid = False and a reason, and every number stays finite.
+    """
+    _check_space(space)
+    if mode not in MODES:
+        raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    p_all = np.asarray(pred, dtype=np.float64).ravel()
+    z_all = np.asarray(depth, dtype=np.float64).ravel()
+    if p_all.shape != z_all.shape:
+        raise ValueError(f'pred and depth sizes differ: {p_all.size} vs {z_all.size}')
+    size = p_all.size
+    with np.errstate(invalid='ignore'):
+        ok = ((z_all > 0.0) & (z_all >= z_min) & (z_all <= z_max) & np.isfinite(z_all)
+              & (p_all > delta) & (p_all < 1.0 - delta))
+    idx = np.flatnonzero(ok)
+    n = int(idx.size)
+    if mode == 'none':
+        return _refused('alignment disabled (mode none)', n, size)
+    if n < min_inliers:
+        return _refused(f'too few candidates ({n} < {min_inliers})', n, size)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    p = p_all[idx]
+    z = z_all[idx]
+    y = 1.0 / z if space == 'disparity' else z
+    opts = dict(tau=threshold, min_inliers=min_inliers, iterations=iterations, huber_k=huber_k,
+                sigma_floor=sigma_floor)
+
+    scale_only = mode == 'scale'
+    note = ''
+    result = None
+    if not scale_only:
+        hyp = _ransac(p, y, space, None, threshold, hypotheses, score_points, 0.5 * min_spread,
+                      rng)
+        if hyp is not None:
+            result = _irls(p, y, hyp[0], hyp[1], space, False, **opts)
+        if result is not None:
+            pin = p[result[3]]
+            spread = float(np.quantile(pin, 0.95) - np.quantile(pin, 0.05))
+        else:
+            spread = float(np.quantile(p, 0.95) - np.quantile(p, 0.05))
+        if spread < min_spread:
+            if not scale_fallback:
+                return _refused(f'p spread {spread:.3f} < {min_spread} cannot fix scale and shift',
+                                n, size, 0 if result is None else int(result[3].sum()))
+            scale_only, result = True, None
+            note = f'scale only: p spread {spread:.3f} < {min_spread}'
+        elif result is None:
+            return _refused('too few inliers (no consistent pair)', n, size)
+    if scale_only:
+        hyp = _ransac(p, y, space, fixed_shift, threshold, hypotheses, score_points, 0.0, rng)
+        if hyp is None:
+            return _refused('non-positive scale', n, size)
+        result = _irls(p, y, hyp[0], fixed_shift, space, True, **opts)
+        if result is None:
+            return _refused('too few inliers', n, size)
+
+    s, t, cov, mask, _ = result
+    inliers = int(mask.sum())
+    if not s > 0.0:
+        return _refused(f'non-positive scale ({s:.3g})', n, size, inliers)
+    pin = p[mask]
+    y_lo = s * float(pin.min()) + t
+    if not y_lo > 0.0:
+        return _refused(f'model predicts non-positive {space} at p = {pin.min():.3f}', n, size,
+                        inliers)
+    e = _rel_error(pin, y[mask], s, t, space)
+    rms = float(np.sqrt(np.mean(e * e)))
+    full_mask = np.zeros(size, dtype=bool)
+    full_mask[idx[mask]] = True
+    return AffineFit(scale=float(s), shift=float(t), covariance=cov, candidates=n,
+                     inliers=inliers, residual_rms=rms, valid=True, reason=note or 'ok',
+                     inlier_mask=full_mask, scale_only=scale_only)
+
+
+def apply_affine(pred_map, scale: float, shift: float, *, space: str, z_min: float,
+                 z_max: float, delta: float = 0.01) -> np.ndarray:
+    """
+    Metric depth (float32 metres) from a relative prediction: never 0 in the output.
+
+    Finite results are clipped to [z_min, z_max]. +Inf (REP 117 'beyond range') where the model
+    puts the far end (p <= delta in disparity, p >= 1 - delta in depth) or where s * p + t <= 0
+    in disparity; NaN where p is not finite or the scale is unusable.
+    """
+    _check_space(space)
+    if not 0.0 < z_min < z_max:
+        raise ValueError(f'need 0 < z_min < z_max, got {z_min}, {z_max}')
+    p = np.asarray(pred_map, dtype=np.float32)
+    if not (math.isfinite(scale) and math.isfinite(shift) and scale > 0.0):
+        return np.full(p.shape, np.nan, dtype=np.float32)
+    y = p * np.float32(scale)
+    y += np.float32(shift)
+    if space == 'disparity':
+        out = np.empty_like(y)
+        with np.errstate(divide='ignore'):
+            np.divide(np.float32(1.0), y, out=out)
+        np.clip(out, z_min, z_max, out=out)
+        with np.errstate(invalid='ignore'):
+            far = (y <= 0.0) | (p <= delta)
+    else:
+        out = y
+        np.clip(out, z_min, z_max, out=out)
+        with np.errstate(invalid='ignore'):
+            far = p >= 1.0 - delta
+    np.copyto(out, np.float32(np.inf), where=far)
+    return out
+
+
+@dataclass
+class _Filter:
+    x: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    cov: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))
+    initialised: bool = False
+    rejections: int = 0
+    last_accept: float | None = None
+
+
+class MetricAligner:
+    """
+    Temporal metric alignment: per-frame robust fit plus a Kalman filter on (scale, shift).
+
+    The filter state is a random walk (process noise process_noise * s per frame). Measurement
+    noise is the fit covariance plus (measurement_floor * s)^2, because the model's per-pixel
+    errors are correlated and the fit covariance alone is far too optimistic.
+    """
+
+    def __init__(self, space: str = 'disparity', mode: str = 'scale_shift', *,
+                 z_min: float = 0.1, z_max: float = 100.0, max_age: float = 2.0,
+                 fixed_scale: float | None = None, fixed_shift: float = 0.0,
+                 min_inliers: int = 8, seed: int = 0, delta: float = 0.01,
+                 max_local_range: float = 0.05, window: int = 5, threshold: float = 0.1,
+                 min_spread: float = 0.05, process_noise: float = 0.01,
+                 measurement_floor: float = 0.03, reset_after: int = 3) -> None:
+        _check_space(space)
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        if not 0.0 < z_min < z_max:
+            raise ValueError(f'need 0 < z_min < z_max, got {z_min}, {z_max}')
+        if fixed_scale is not None and not (math.isfinite(fixed_scale) and fixed_scale > 0.0):
+            raise ValueError(f'fixed_scale must be positive and finite, got {fixed_scale}')
+        self.space = space
+        self.mode = mode
+        self.z_min, self.z_max, self.delta = float(z_min), float(z_max), float(delta)
+        self.max_age = float(max_age)
+        self.fixed_scale = None if fixed_scale is None else float(fixed_scale)
+        self.fixed_shift = float(fixed_shift)
+        self.min_inliers = int(min_inliers)
+        self.max_local_range = float(max_local_range)
+        self.half = int(window) // 2
+        self.threshold = float(threshold)
+        self.min_spread = float(min_spread)
+        self.process_noise = float(process_noise)
+        self.measurement_floor = float(measurement_floor)
+        self.reset_after = int(reset_after)
+        self._rng = np.random.default_rng(seed)
+        self._f = _Filter()
+        self._last_fit = (0, 0, 0.0)
+        self._reason = 'no accepted fit yet'
+
+    # Candidates -----------------------------------------------------------------------------
+
+    def _from_map(self, sparse: np.ndarray, h: int, w: int):
+        sparse = np.asarray(sparse, dtype=np.float32)
+        if sparse.ndim != 2:
+            raise ValueError(f'sparse_depth must be HxW, got shape {sparse.shape}')
+        hs, ws = sparse.shape
+        with np.errstate(invalid='ignore'):
+            lin = np.flatnonzero((sparse > 0.0) & np.isfinite(sparse))
+        z = sparse.ravel()[lin]
+        vs, us = np.divmod(lin, ws)
+        if (hs, ws) == (h, w):
+            return vs, us, z
+        # Pixel-centre mapping (same field of view, other resolution), no interpolation.
+        u = np.minimum(((us + 0.5) * (w / ws)).astype(np.int64), w - 1)
+        v = np.minimum(((vs + 0.5) * (h / hs)).astype(np.int64), h - 1)
+        if hs > h or ws > w:
+            return self._nearest(v, u, z, w)
+        return v, u, z
+
+    @staticmethod
+    def _nearest(v: np.ndarray, u: np.ndarray, z: np.ndarray, w: int):
+        """Keep the nearest sample per pixel (the occluder is what the camera sees)."""
+        order = np.argsort(z, kind='stable')
+        _, first = np.unique((v * w + u)[order], return_index=True)
+        keep = order[first]
+        return v[keep], u[keep], z[keep]
+
+    def _from_points(self, points: np.ndarray, intr: Intrinsics, h: int, w: int):
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        if (intr.width, intr.height) != (w, h):
+            intr = intr.scaled(w, h)
+        u, v, z = project(pts, intr)
+        with np.errstate(invalid='ignore'):
+            iu = np.floor(u + 0.5)
+            iv = np.floor(v + 0.5)
+            ok = (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h) & (z > 0.0)
+        return self._nearest(iv[ok].astype(np.int64), iu[ok].astype(np.int64), z[ok], w)
+
+    def candidates(self, pred_map: np.ndarray, *, sparse_depth=None, points=None,
+                   intrinsics: Intrinsics | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Extract filtered (p, z) candidate pairs: depth in range, p unsaturated and locally smooth.
+
+        Smoothness is the range of p in a window around the pixel: at depth edges LiDAR and model
+        disagree most (bleeding, parallax between sensors), so those samples are dropped.
+        """
+        pred = np.asarray(pred_map, dtype=np.float32)
+        if pred.ndim != 2:
+            raise ValueError(f'pred_map must be HxW, got shape {pred.shape}')
+        h, w = pred.shape
+        vs, us, zs = [], [], []
+        if sparse_depth is not None:
+            v, u, z = self._from_map(sparse_depth, h, w)
+            vs.append(v), us.append(u), zs.append(z)
+        if points is not None:
+            if intrinsics is None:
+                raise ValueError('points need intrinsics to be projected')
+            v, u, z = self._from_points(points, intrinsics, h, w)
+            vs.append(v), us.append(u), zs.append(z)
+        if not vs:
+            return np.zeros(0), np.zeros(0)
+        v, u, z = np.concatenate(vs), np.concatenate(us), np.concatenate(zs).astype(np.float64)
+        with np.errstate(invalid='ignore'):
+            ok = (z >= self.z_min) & (z <= self.z_max)
+        v, u, z = v[ok], u[ok], z[ok]
+        p = pred[v, u].astype(np.float64)
+        with np.errstate(invalid='ignore'):
+            ok = (p > self.delta) & (p < 1.0 - self.delta)
+        v, u, z, p = v[ok], u[ok], z[ok], p[ok]
+        if p.size:
+            offs = np.arange(-self.half, self.half + 1)
+            rows = np.clip(v[:, None] + offs, 0, h - 1)
+            cols = np.clip(u[:, None] + offs, 0, w - 1)
+            win = pred[rows[:, :, None], cols[:, None, :]].reshape(p.size, -1)
+            with np.errstate(invalid='ignore'):
+                ok = (win.max(axis=1) - win.min(axis=1)) < self.max_local_range
+            z, p = z[ok], p[ok]
+        return p, z
+
+    # Filter ---------------------------------------------------------------------------------
+
+    def _fixed_state(self, reason: str) -> AlignmentState:
+        return AlignmentState(scale=self.fixed_scale, shift=self.fixed_shift,
+                              covariance=np.zeros((2, 2)), candidates=0, inliers=0,
+                              residual_rms=0.0, age=0.0, valid=True, stale=False, reason=reason,
+                              space=self.space)
+
+    def state(self, stamp: float) -> AlignmentState:
+        """Return the filter state at time stamp (seconds) without a new measurement."""
+        if self.fixed_scale is not None:
+            return self._fixed_state('fixed scale/shift')
+        f = self._f
+        age = math.inf if f.last_accept is None else max(0.0, float(stamp) - f.last_accept)
+        stale = age > self.max_age
+        valid = f.initialised and not stale and f.x[0] > 0.0
+        reason = self._reason
+        if stale and f.initialised:
+            reason = f'stale: no accepted fit for {age:.2f} s ({self._reason})'
+        cand, inl, rms = self._last_fit
+        return AlignmentState(scale=float(f.x[0]), shift=float(f.x[1]), covariance=f.cov.copy(),
+                              candidates=cand, inliers=inl, residual_rms=rms, age=age,
+                              valid=bool(valid), stale=bool(stale), reason=reason,
+                              space=self.space)
+
+    def _measurement_noise(self, fit: AffineFit, s: float) -> np.ndarray:
+        floor = (self.measurement_floor * s) ** 2
+        return fit.covariance + np.diag([floor, 0.0 if self._shift_fixed(fit) else floor])
+
+    def _shift_fixed(self, fit: AffineFit) -> bool:
+        return self.mode == 'scale' or fit.scale_only
+
+    def _kalman(self, fit: AffineFit, stamp: float) -> str:
+        f = self._f
+        z = np.array([fit.scale, fit.shift])
+        scale_only = self._shift_fixed(fit)
+        if not f.initialised:
+            f.x, f.cov = z, self._measurement_noise(fit, fit.scale)
+            if scale_only and self.mode != 'scale':
+                f.cov[1, 1] = (self.measurement_floor * fit.scale) ** 2
+            f.initialised, f.rejections, f.last_accept = True, 0, float(stamp)
+            return 'initialised'
+        r = self._measurement_noise(fit, f.x[0])
+        if scale_only:
+            h = np.array([[1.0, 0.0]])
+            nu = z[:1] - f.x[:1]
+            r = r[:1, :1]
+        else:
+            h = np.eye(2)
+            nu = z - f.x
+        s_mat = h @ f.cov @ h.T + r
+        d2 = float(nu @ np.linalg.solve(s_mat, nu))
+        if not (d2 <= _CHI2_999[nu.size]):
+            f.rejections += 1
+            if f.rejections < self.reset_after:
+                return f'fit rejected by gate (d2 {d2:.1f}, {f.rejections} in a row)'
+            f.x, f.cov = z, self._measurement_noise(fit, fit.scale)
+            if scale_only and self.mode != 'scale':
+                f.cov[1, 1] = (self.measurement_floor * fit.scale) ** 2
+            f.rejections, f.last_accept = 0, float(stamp)
+            return f'reset after {self.reset_after} rejected fits'
+        gain = f.cov @ h.T @ np.linalg.inv(s_mat)
+        x = f.x + gain @ nu
+        ikh = np.eye(2) - gain @ h
+        cov = ikh @ f.cov @ ikh.T + gain @ r @ gain.T
+        if not x[0] > 0.0:
+            x, cov = z, self._measurement_noise(fit, fit.scale)
+        f.x, f.cov = x, 0.5 * (cov + cov.T)
+        f.rejections, f.last_accept = 0, float(stamp)
+        return 'ok'
+
+    def update(self, pred_map, stamp: float, *, sparse_depth=None, points=None,
+               intrinsics: Intrinsics | None = None) -> AlignmentState:
+        """
+        One frame: extract candidates, fit robustly, filter, and return the state at stamp.
+
+        sparse_depth is a metric map registered to the image (any resolution with the same field
+        of view; 0/NaN = no data); points are Nx3 in the camera optical frame with intrinsics of
+        the image. Without either the filter just ages.
+        """
+        if self.fixed_scale is not None:
+            return self._fixed_state('fixed scale/shift')
+        if self.mode == 'none':
+            self._reason = 'alignment disabled (mode none)'
+            return self.state(stamp)
+        f = self._f
+        if f.initialised:
+            q = (self.process_noise * f.x[0]) ** 2
+            f.cov = f.cov + np.diag([q, 0.0 if self.mode == 'scale' else q])
+        if sparse_depth is None and points is None:
+            self._reason = 'no sparse depth this frame'
+            return self.state(stamp)
+        p, z = self.candidates(pred_map, sparse_depth=sparse_depth, points=points,
+                               intrinsics=intrinsics)
+        shift0 = self.fixed_shift
+        if self.mode == 'scale_shift' and f.initialised:
+            shift0 = float(f.x[1])
+        fit = fit_affine(p, z, space=self.space, mode=self.mode, z_min=self.z_min,
+                         z_max=self.z_max, delta=self.delta, min_inliers=self.min_inliers,
+                         threshold=self.threshold, min_spread=self.min_spread,
+                         fixed_shift=shift0, rng=self._rng)
+        self._last_fit = (fit.candidates, fit.inliers, fit.residual_rms)
+        if not fit.valid:
+            self._reason = f'fit refused: {fit.reason}'
+            return self.state(stamp)
+        outcome = self._kalman(fit, stamp)
+        self._reason = outcome if fit.reason == 'ok' else f'{outcome} ({fit.reason})'
+        return self.state(stamp)
+
+    def apply(self, pred_map, state: AlignmentState) -> np.ndarray:
+        """
+        Metric depth from a prediction with a state's scale and shift (see apply_affine).
+
+        The numbers are used even when the state is stale, so a caller may still show them; use
+        state.valid to decide whether to publish metres. A state without a usable scale gives NaN.
+        """
+        return apply_affine(pred_map, state.scale, state.shift, space=self.space,
+                            z_min=self.z_min, z_max=self.z_max, delta=self.delta)
