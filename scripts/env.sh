@@ -1,0 +1,12 @@
+# Source this file: it activates the venv, the built workspace and the Fast DDS profile for large
+# messages. Usage: source scripts/env.sh
+LOTUS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+source "${VENV:-$HOME/.cache/lotus_ros/venv}/bin/activate"
+if [ -z "${ROS_DISTRO:-}" ]; then
+  export AMENT_PREFIX_PATH="${VIRTUAL_ENV}${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+fi
+# shellcheck disable=SC1091
+source "$LOTUS_ROOT/install/setup.bash"
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$LOTUS_ROOT/config/fastdds_profile.xml}"
