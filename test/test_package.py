@@ -32,7 +32,8 @@ def test_generated_message_and_installed_layout():
     assert (share / 'config' / 'lotus.yaml').is_file()
     assert (share / 'config' / 'fastdds_profile.xml').is_file()
     assert (share / 'launch' / 'lotus.launch.py').is_file()
-    executable = Path(ament_index.get_package_prefix('lotus_ros')) / 'lib' / 'lotus_ros' / 'lotus_node'
+    prefix = Path(ament_index.get_package_prefix('lotus_ros'))
+    executable = prefix / 'lib' / 'lotus_ros' / 'lotus_node'
     assert executable.is_file() and os.access(executable, os.X_OK)
 
 
