@@ -1,0 +1,232 @@
+"""
+Every node parameter in one table: name, default, description, range/choices, runtime changes.
+
+The table is plain Python so the offline bag tool and the tests read the same defaults and
+validation rules as the node; only `declare_parameters` touches rclpy-side message types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Any
+
+COLORMAPS = ('turbo', 'viridis', 'inferno', 'magma', 'plasma', 'jet', 'gray')
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    runtime: bool = False                       # may change while running
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def _p(name, default, description, **kw) -> ParamSpec:
+    return ParamSpec(name, default, description, **kw)
+
+
+SPECS: tuple[ParamSpec, ...] = (
+    # model
+    _p('depth_model', 'jingheya/lotus-depth-d-v2-0-disparity',
+       'Lotus depth checkpoint: Hugging Face id or local folder (diffusers layout); empty '
+       'disables depth'),
+    _p('normal_model', 'jingheya/lotus-normal-d-v1-1',
+       'Lotus normal checkpoint: Hugging Face id or local folder; empty disables normals'),
+    _p('device', 'auto', "Torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'"),
+    _p('dtype', 'auto', 'Inference dtype (auto = float16 on CUDA, float32 on CPU)',
+       choices=('auto', 'float32', 'float16', 'bfloat16')),
+    _p('processing_resolution', 768,
+       'Longest image side fed to the model in pixels (outputs are resized back)',
+       min=64, max=4096),
+    _p('compile', False, 'torch.compile the UNet (slow start, faster steady state)'),
+    _p('local_files_only', False, 'Never download; only use cached or local checkpoints'),
+    _p('depth_space', '', "Override the depth model's output space; empty = from the checkpoint",
+       choices=('', 'disparity', 'depth')),
+    _p('engine_factory', '',
+       "Advanced/tests: 'module:callable' building the engine from the parameter dict instead "
+       'of LotusEngine.from_pretrained'),
+    # inputs and scheduling
+    _p('image_transport', 'raw', "'raw' subscribes to image, 'compressed' to image/compressed",
+       choices=('raw', 'compressed')),
+    _p('drop_frames', True,
+       'true: newest frame wins, latency bounded by ~one inference (live). false: process every '
+       'frame in order through a bounded queue (bags/offline)'),
+    _p('queue_size', 30, 'Bounded queue length used when drop_frames is false', min=1, max=10000),
+    _p('lazy', True, 'Skip outputs nobody subscribes to; with no subscribers run no inference',
+       runtime=True),
+    _p('camera_info_tolerance', 0.05,
+       'Seconds: if no camera_info has the exact image stamp, use the latest one this close',
+       runtime=True, min=0.0, max=10.0),
+    # outputs
+    _p('publish.depth', True, 'Publish depth/image (metres) and depth/camera_info while metric',
+       runtime=True),
+    _p('publish.relative', True, 'Publish depth/relative (unitless model output)', runtime=True),
+    _p('publish.depth_colored', True, 'Publish depth/colored (rgb8)', runtime=True),
+    _p('publish.normal', True, 'Publish normal/image (32FC3 unit normals, optical frame)',
+       runtime=True),
+    _p('publish.normal_colored', True, 'Publish normal/colored (rgb8)', runtime=True),
+    _p('publish.points', True, 'Publish points (PointCloud2) while metric', runtime=True),
+    _p('publish.alignment', True, 'Publish alignment (DepthAlignment) every processed frame',
+       runtime=True),
+    # point cloud
+    _p('points.stride', 1, 'Keep every n-th pixel in both directions', runtime=True,
+       min=1, max=64),
+    _p('points.organized', True, 'Organised cloud (height x width, NaN for invalid) or a flat '
+       'list of valid points', runtime=True),
+    _p('points.min_depth', 0.0, 'Metres; closer points are dropped / NaN', runtime=True,
+       min=0.0, max=1e6),
+    _p('points.max_depth', 100.0, 'Metres; farther points are dropped / NaN', runtime=True,
+       min=0.0, max=1e6),
+    _p('points.color', True, 'Add packed rgb from the input image', runtime=True),
+    _p('points.normals', False, 'Add normal_x/y/z when the normal model runs', runtime=True),
+    # alignment
+    _p('alignment.source', 'sparse_depth',
+       "Metric reference: 'none', 'sparse_depth' (Image 16UC1 mm / 32FC1 m) or 'sparse_points' "
+       '(PointCloud2)', choices=('none', 'sparse_depth', 'sparse_points')),
+    _p('alignment.mode', 'scale_shift',
+       'Fit metric = scale*pred+shift, scale only, or none (only fixed_scale gives metric)',
+       runtime=True, choices=('scale_shift', 'scale', 'none')),
+    _p('alignment.z_min', 0.1, 'Metres; metric depth below this is NaN', runtime=True,
+       min=1e-4, max=1e5),
+    _p('alignment.z_max', 100.0, 'Metres; metric depth beyond this is +Inf', runtime=True,
+       min=1e-3, max=1e6),
+    _p('alignment.max_time_difference', 0.1,
+       'Seconds: sparse depth is used for an image only if its stamp is this close',
+       runtime=True, min=0.0, max=10.0),
+    _p('alignment.max_age', 2.0,
+       'Seconds since the last accepted fit after which metric outputs stop (stale)',
+       runtime=True, min=0.0, max=3600.0),
+    _p('alignment.min_inliers', 8, 'Fewest inlier correspondences for an accepted fit',
+       runtime=True, min=2, max=1_000_000),
+    _p('alignment.process_noise', 0.1,
+       'Relative scale change per frame the alignment filter expects; Lotus normalises every '
+       'frame on its own, so keep it well above 0.01', runtime=True, min=0.0, max=10.0),
+    _p('alignment.measurement_floor', 0.03,
+       'Relative noise floor of one frame fit (larger = smoother, slower metric scale)',
+       runtime=True, min=0.0, max=10.0),
+    _p('alignment.fixed_scale', 0.0,
+       'Positive: metric = fixed_scale*pred+fixed_shift always (no sparse input needed); '
+       '0 = off', runtime=True, min=0.0, max=1e6),
+    _p('alignment.fixed_shift', 0.0, 'Shift used with fixed_scale', runtime=True,
+       min=-1e6, max=1e6),
+    _p('alignment.points_transform', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+       'Static transform camera_optical <- sparse_points frame as [x y z qx qy qz qw], used '
+       'when the cloud frame differs from the image frame and use_tf is false'),
+    _p('alignment.use_tf', False,
+       'Look sparse_points into the image frame with tf2 (needs tf2_ros)'),
+    # visualisation
+    _p('visualization.colormap', 'turbo', 'Colormap for depth/colored', runtime=True,
+       choices=COLORMAPS),
+    _p('visualization.depth_min', 0.0,
+       'Lower end of the depth/colored range (0 with depth_max 0 = 2-98 percentile auto range)',
+       runtime=True, min=0.0, max=1e6),
+    _p('visualization.depth_max', 0.0, 'Upper end of the depth/colored range (0 = auto)',
+       runtime=True, min=0.0, max=1e6),
+    _p('diagnostics_period', 1.0, 'Seconds between /diagnostics messages', min=0.1, max=60.0),
+)
+
+SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in SPECS}
+
+
+def defaults() -> dict[str, Any]:
+    return {s.name: (list(s.default) if isinstance(s.default, list) else s.default)
+            for s in SPECS}
+
+
+def _type_ok(spec: ParamSpec, value: Any) -> bool:
+    d = spec.default
+    if isinstance(d, bool):
+        return isinstance(value, bool)
+    if isinstance(d, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(d, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(d, str):
+        return isinstance(value, str)
+    if isinstance(d, list):
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return False
+
+
+def validate(name: str, value: Any, *, running: bool = False) -> str | None:
+    """Return None when `value` is acceptable for `name`, else the reason it is rejected."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None  # not ours (e.g. qos_overrides.*, use_sim_time)
+    if running and not spec.runtime:
+        return f'{name} cannot change while running; restart the node'
+    if not _type_ok(spec, value):
+        return f'{name} expects {type(spec.default).__name__}, got {type(value).__name__}'
+    if spec.choices is not None and value not in spec.choices:
+        return f"{name} must be one of {', '.join(repr(c) for c in spec.choices)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            return f'{name} must be finite'
+        if spec.min is not None and value < spec.min:
+            return f'{name} must be >= {spec.min}'
+        if spec.max is not None and value > spec.max:
+            return f'{name} must be <= {spec.max}'
+    if name == 'alignment.points_transform':
+        if len(value) != 7:
+            return f'{name} needs 7 numbers [x y z qx qy qz qw]'
+        if abs(math.sqrt(sum(v * v for v in value[3:])) - 1.0) > 1e-3:
+            return f'{name} quaternion must have unit length'
+    return None
+
+
+def validate_set(params: dict[str, Any]) -> str | None:
+    """Cross-parameter rules, checked on the would-be full parameter set."""
+    if params['alignment.z_min'] >= params['alignment.z_max']:
+        return 'alignment.z_min must be smaller than alignment.z_max'
+    if params['points.min_depth'] > params['points.max_depth']:
+        return 'points.min_depth must not exceed points.max_depth'
+    lo, hi = params['visualization.depth_min'], params['visualization.depth_max']
+    if (lo or hi) and lo >= hi:
+        return 'visualization.depth_min must be smaller than visualization.depth_max'
+    if not params['depth_model'] and not params['normal_model'] \
+            and not params['engine_factory']:
+        return 'depth_model and normal_model are both empty: nothing to run'
+    return None
+
+
+def declare_parameters(node) -> dict[str, Any]:
+    """Declare every parameter on an rclpy node with descriptors; return the current values."""
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        ParameterType,
+    )
+
+    values = {}
+    for spec in SPECS:
+        desc = ParameterDescriptor(name=spec.name, description=spec.description,
+                                   read_only=not spec.runtime)
+        d = spec.default
+        if isinstance(d, bool):
+            desc.type = ParameterType.PARAMETER_BOOL
+        elif isinstance(d, int):
+            desc.type = ParameterType.PARAMETER_INTEGER
+            if spec.min is not None:
+                desc.integer_range = [IntegerRange(from_value=int(spec.min),
+                                                   to_value=int(spec.max), step=0)]
+        elif isinstance(d, float):
+            desc.type = ParameterType.PARAMETER_DOUBLE
+            if spec.min is not None:
+                desc.floating_point_range = [FloatingPointRange(
+                    from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+        elif isinstance(d, str):
+            desc.type = ParameterType.PARAMETER_STRING
+            if spec.choices:
+                desc.additional_constraints = 'one of: ' + ', '.join(
+                    repr(c) for c in spec.choices)
+        elif isinstance(d, list):
+            desc.type = ParameterType.PARAMETER_DOUBLE_ARRAY
+        param = node.declare_parameter(spec.name, d, desc)
+        values[spec.name] = param.value
+    return values

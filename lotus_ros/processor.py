@@ -1,0 +1,331 @@
+"""
+One frame in, output messages out: the node's work minus rclpy.
+
+The live node and the offline bag tool share this, so both produce byte-identical outputs for
+the same inputs. It decodes the image, runs the engine for the passes somebody wants, updates
+the metric alignment with whatever sparse depth was matched to the frame, and builds the
+sensor_msgs outputs with the input image's header (REP 117 semantics for depth: NaN invalid,
++Inf beyond range; metres only while a metric scale is valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from lotus_ros.alignment import AlignmentState, MetricAligner
+from lotus_ros.cloud_message import CloudError, cloud_to_xyz, packed_to_msg, transform_points
+from lotus_ros.geometry import Intrinsics, backproject, intrinsics_from_camera_info
+from lotus_ros.image_conversions import (
+    ImageConversionError,
+    array_to_image,
+    compressed_to_rgb,
+    depth_image_to_metres,
+    image_to_rgb,
+)
+from lotus_ros.normals import lotus_to_optical
+from lotus_ros.parameters import defaults
+from lotus_ros.pointcloud import pack_cloud
+from lotus_ros.visualization import colorize_depth, colorize_normals
+
+OUTPUTS = ('depth/image', 'depth/camera_info', 'depth/relative', 'depth/colored',
+           'normal/image', 'normal/colored', 'points', 'alignment')
+
+# output -> the parameter that switches it
+OUTPUT_TOGGLES = {
+    'depth/image': 'publish.depth', 'depth/camera_info': 'publish.depth',
+    'depth/relative': 'publish.relative', 'depth/colored': 'publish.depth_colored',
+    'normal/image': 'publish.normal', 'normal/colored': 'publish.normal_colored',
+    'points': 'publish.points', 'alignment': 'publish.alignment',
+}
+_NEEDS_DEPTH = {'depth/image', 'depth/camera_info', 'depth/relative', 'depth/colored', 'points',
+                'alignment'}
+_ALIGN_KEYS = ('alignment.mode', 'alignment.z_min', 'alignment.z_max', 'alignment.max_age',
+               'alignment.min_inliers', 'alignment.fixed_scale', 'alignment.fixed_shift',
+               'alignment.process_noise', 'alignment.measurement_floor')
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _alignment_msg_type():
+    try:
+        from lotus_ros.msg import DepthAlignment
+    except ImportError:  # running from the source tree without a colcon build
+        return None
+    return DepthAlignment
+
+
+@dataclass
+class FrameInputs:
+    image: Image | CompressedImage
+    camera_info: CameraInfo | None = None
+    sparse: Image | PointCloud2 | None = None
+    # target(image frame) <- cloud frame as (translation xyz, quaternion xyzw), for sparse_points
+    points_transform: tuple[Any, Any] | None = None
+
+
+@dataclass
+class FrameResult:
+    outputs: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    alignment: AlignmentState | None = None
+    metric: bool = False
+    # (reason key, human sentence) for throttled warnings and rejected-message counters
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+class FrameProcessor:
+    """Holds the engine, the alignment filter and the current parameters."""
+
+    def __init__(self, engine, params: dict[str, Any] | None = None):
+        self.engine = engine
+        self.params = defaults()
+        if params:
+            self.params.update(params)
+        self.aligner = self._make_aligner()
+        self._alignment_type = _alignment_msg_type()
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def depth_space(self) -> str:
+        return self.params.get('depth_space') or getattr(self.engine, 'depth_space', None) \
+            or 'disparity'
+
+    @property
+    def alignment_enabled(self) -> bool:
+        p = self.params
+        return p['alignment.source'] != 'none' or p['alignment.fixed_scale'] != 0.0
+
+    def _make_aligner(self) -> MetricAligner:
+        p = self.params
+        fixed = p['alignment.fixed_scale']
+        return MetricAligner(
+            space=self.depth_space, mode=p['alignment.mode'], z_min=p['alignment.z_min'],
+            z_max=p['alignment.z_max'], max_age=p['alignment.max_age'],
+            fixed_scale=fixed if fixed != 0.0 else None, fixed_shift=p['alignment.fixed_shift'],
+            min_inliers=p['alignment.min_inliers'],
+            process_noise=p['alignment.process_noise'],
+            measurement_floor=p['alignment.measurement_floor'])
+
+    def update_params(self, changes: dict[str, Any]) -> None:
+        """Apply already validated changes; alignment changes restart the filter."""
+        self.params.update(changes)
+        if any(k in _ALIGN_KEYS for k in changes):
+            self.aligner = self._make_aligner()
+
+    def enabled_outputs(self) -> set[str]:
+        out = {name for name, toggle in OUTPUT_TOGGLES.items() if self.params[toggle]}
+        if not self.alignment_enabled or self._alignment_type is None:
+            out.discard('alignment')
+        if not getattr(self.engine, 'has_depth', True):
+            out -= _NEEDS_DEPTH
+        if not getattr(self.engine, 'has_normal', True):
+            out -= {'normal/image', 'normal/colored'}
+        return out
+
+    # -- decoding --------------------------------------------------------------------------
+    @staticmethod
+    def decode_image(msg: Image | CompressedImage) -> np.ndarray:
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg)
+        return image_to_rgb(msg)
+
+    def _intrinsics(self, info: CameraInfo | None, w: int, h: int,
+                    res: FrameResult) -> Intrinsics | None:
+        if info is None:
+            res.problems.append(('no_camera_info', 'no camera_info matches the image stamp; '
+                                 'points and point-type sparse input are skipped'))
+            return None
+        if (info.width, info.height) != (w, h):
+            res.problems.append(('camera_info_size', f'camera_info is {info.width}x{info.height} '
+                                 f'but the image is {w}x{h}'))
+            return None
+        try:
+            return intrinsics_from_camera_info(list(info.k), list(info.p), w, h)
+        except ValueError as e:
+            res.problems.append(('camera_info_intrinsics', f'camera_info rejected: {e}'))
+            return None
+
+    def _sparse_depth(self, msg: Image, w: int, h: int, res: FrameResult) -> np.ndarray | None:
+        try:
+            d = depth_image_to_metres(msg)
+        except ImageConversionError as e:
+            res.problems.append(('sparse_' + e.reason, f'sparse depth rejected: {e}'))
+            return None
+        hs, ws = d.shape
+        if abs(ws / hs - w / h) > 0.02 * (w / h):
+            res.problems.append(('sparse_size', f'sparse depth is {ws}x{hs} but the image is '
+                                 f'{w}x{h}; it must be registered to the camera'))
+            return None
+        with np.errstate(invalid='ignore'):
+            bad = (d < 0) | np.isinf(d)
+        if bad.any():
+            res.problems.append(('sparse_negative', f'sparse depth has {int(bad.sum())} '
+                                 'negative or infinite values; they are ignored'))
+            d[bad] = np.nan
+        if not np.isfinite(d).any():
+            res.problems.append(('sparse_empty', 'sparse depth has no valid (finite, positive) '
+                                 'value'))
+            return None
+        return d
+
+    def _sparse_points(self, inp: FrameInputs, res: FrameResult) -> np.ndarray | None:
+        try:
+            xyz = cloud_to_xyz(inp.sparse)
+        except CloudError as e:
+            res.problems.append(('sparse_' + e.reason, f'sparse points rejected: {e}'))
+            return None
+        if inp.points_transform is not None:
+            xyz = transform_points(xyz, *inp.points_transform)
+        xyz = xyz[xyz[:, 2] > 0]
+        if xyz.shape[0] == 0:
+            res.problems.append(('sparse_empty', 'sparse points have no finite point in front '
+                                 'of the camera'))
+            return None
+        return xyz
+
+    # -- the frame -------------------------------------------------------------------------
+    def process(self, inp: FrameInputs, wanted: set[str] | None = None) -> FrameResult:
+        """
+        Process one frame; `wanted` limits the outputs computed (lazy mode).
+
+        Raises ImageConversionError when the image itself cannot be decoded: the caller counts
+        it and the frame produces nothing.
+        """
+        p = self.params
+        res = FrameResult()
+        enabled = self.enabled_outputs()
+        wanted = enabled if wanted is None else (set(wanted) & enabled)
+        header = inp.image.header
+        stamp = stamp_seconds(header.stamp)
+
+        t0 = time.perf_counter()
+        rgb = self.decode_image(inp.image)
+        h, w = rgb.shape[:2]
+        t1 = time.perf_counter()
+        res.timings['decode'] = t1 - t0
+
+        want_normal = bool({'normal/image', 'normal/colored'} & wanted) or (
+            'points' in wanted and p['points.normals'])
+        want_normal = want_normal and getattr(self.engine, 'has_normal', True)
+        want_depth = bool(_NEEDS_DEPTH & wanted)
+        if not (want_depth or want_normal):
+            return res
+        pred = self.engine.predict(rgb, depth=want_depth, normal=want_normal)
+        t2 = time.perf_counter()
+        res.timings['inference'] = t2 - t1
+        for k, v in (pred.timings or {}).items():
+            res.timings['model.' + k] = float(v)
+
+        relative = self._resized(pred.depth, w, h) if pred.depth is not None else None
+        normals = None
+        if pred.normal is not None and want_normal:
+            normals = lotus_to_optical(self._resized(pred.normal, w, h))
+        t3 = time.perf_counter()
+
+        # metric alignment
+        state = None
+        metric = None
+        need_intr = 'points' in wanted or (
+            inp.sparse is not None and p['alignment.source'] == 'sparse_points')
+        intr = None
+        if need_intr or 'depth/camera_info' in wanted:
+            intr = self._intrinsics(inp.camera_info, w, h, res)
+        if relative is not None and (self.alignment_enabled or
+                                     {'depth/image', 'points'} & wanted):
+            state = self._align(relative, stamp, inp, intr, w, h, res)
+            if state.valid:
+                metric = self.aligner.apply(relative, state)
+        res.alignment = state
+        res.metric = metric is not None
+        t4 = time.perf_counter()
+        res.timings['align'] = t4 - t3
+
+        out = res.outputs
+        if relative is not None and 'depth/relative' in wanted:
+            out['depth/relative'] = array_to_image(relative, '32FC1', header)
+        if metric is not None and 'depth/image' in wanted:
+            out['depth/image'] = array_to_image(metric, '32FC1', header)
+        if metric is not None and 'depth/camera_info' in wanted and intr is not None:
+            src = inp.camera_info
+            out['depth/camera_info'] = CameraInfo(
+                header=header, height=h, width=w, distortion_model=src.distortion_model,
+                d=src.d, k=src.k, r=src.r, p=src.p, binning_x=src.binning_x,
+                binning_y=src.binning_y, roi=src.roi)
+        if relative is not None and 'depth/colored' in wanted:
+            out['depth/colored'] = array_to_image(self._colorize(relative, metric), 'rgb8',
+                                                  header)
+        if normals is not None and 'normal/image' in wanted:
+            out['normal/image'] = array_to_image(normals, '32FC3', header)
+        if normals is not None and 'normal/colored' in wanted:
+            out['normal/colored'] = array_to_image(colorize_normals(normals), 'rgb8', header)
+        t5 = time.perf_counter()
+        res.timings['postprocess'] = (t3 - t2) + (t5 - t4)
+
+        if metric is not None and 'points' in wanted and intr is not None:
+            pts = backproject(metric, intr)
+            cloud = pack_cloud(
+                pts, rgb=rgb if p['points.color'] else None,
+                normals=normals if p['points.normals'] else None,
+                organized=p['points.organized'], stride=p['points.stride'],
+                min_depth=p['points.min_depth'], max_depth=p['points.max_depth'])
+            out['points'] = packed_to_msg(cloud, header)
+        if state is not None and 'alignment' in wanted and self._alignment_type is not None:
+            out['alignment'] = self._alignment_msg(state, header)
+        res.timings['pack'] = time.perf_counter() - t5
+        return res
+
+    def _align(self, relative, stamp, inp, intr, w, h, res) -> AlignmentState:
+        src = self.params['alignment.source']
+        if inp.sparse is not None and src == 'sparse_depth' and isinstance(inp.sparse, Image):
+            d = self._sparse_depth(inp.sparse, w, h, res)
+            if d is not None:
+                return self.aligner.update(relative, stamp, sparse_depth=d)
+        elif inp.sparse is not None and src == 'sparse_points' \
+                and isinstance(inp.sparse, PointCloud2):
+            if intr is not None:
+                xyz = self._sparse_points(inp, res)
+                if xyz is not None:
+                    return self.aligner.update(relative, stamp, points=xyz, intrinsics=intr)
+        return self.aligner.state(stamp)
+
+    @staticmethod
+    def _resized(arr: np.ndarray, w: int, h: int) -> np.ndarray:
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.shape[:2] == (h, w):
+            return arr
+        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def _colorize(self, relative: np.ndarray, metric: np.ndarray | None) -> np.ndarray:
+        p = self.params
+        cmap = p['visualization.colormap']
+        if metric is not None:
+            lo, hi = p['visualization.depth_min'], p['visualization.depth_max']
+            rng = (lo, hi) if (lo or hi) else None
+            return colorize_depth(metric, colormap=cmap, value_range=rng)
+        # relative disparity grows towards the camera: flip it so near looks the same as in
+        # metric depth
+        rel = -relative if self.depth_space == 'disparity' else relative
+        return colorize_depth(rel, colormap=cmap)
+
+    def _alignment_msg(self, state: AlignmentState, header):
+        msg = self._alignment_type()
+        msg.header = header
+        msg.space = str(state.space)
+        msg.scale = float(state.scale)
+        msg.shift = float(state.shift)
+        cov = np.asarray(state.covariance, dtype=np.float64).reshape(-1)
+        msg.covariance = [float(v) for v in (cov[:4] if cov.size >= 4 else np.zeros(4))]
+        msg.candidates = int(state.candidates)
+        msg.inliers = int(state.inliers)
+        msg.residual_rms = float(state.residual_rms)
+        msg.age = float(state.age)
+        msg.valid = bool(state.valid)
+        return msg

@@ -1,0 +1,186 @@
+"""FrameProcessor end to end on synthetic frames with the model double (no rclpy)."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from lotus_ros.cloud_message import cloud_to_xyz
+from lotus_ros.image_conversions import ImageConversionError, array_to_image, image_to_array
+from lotus_ros.pointcloud import CloudField, cloud_dtype
+from lotus_ros.processor import OUTPUTS, FrameInputs, FrameProcessor
+from lotus_ros.synthetic import render_sequence
+
+sys.path.insert(0, os.path.dirname(__file__))
+from model_double import ModelDouble, save_truth  # noqa: E402
+
+W, H = 160, 120
+
+
+@pytest.fixture(scope='module')
+def frames():
+    return render_sequence(6, width=W, height=H, scene='room', seed=3)
+
+
+@pytest.fixture(scope='module')
+def engine(frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp('truth') / 'truth.npz'
+    save_truth(frames, path)
+    return ModelDouble(truth_path=str(path), noise=0.002, seed=1)
+
+
+def header(frame):
+    h = Header(frame_id='cam_optical')
+    h.stamp.sec = int(frame.stamp)
+    h.stamp.nanosec = int(round((frame.stamp - int(frame.stamp)) * 1e9))
+    return h
+
+
+def info(frame, hdr):
+    k = frame.k
+    return CameraInfo(header=hdr, width=frame.width, height=frame.height,
+                      distortion_model='plumb_bob', d=[0.0] * 5, k=k.ravel().tolist(),
+                      r=np.eye(3).ravel().tolist(),
+                      p=[k[0, 0], 0.0, k[0, 2], 0.0, 0.0, k[1, 1], k[1, 2], 0.0, 0.0, 0.0, 1.0,
+                         0.0])
+
+
+def inputs(frame, with_info=True, sparse=True):
+    hdr = header(frame)
+    return FrameInputs(
+        image=array_to_image(frame.rgb[:, :, ::-1], 'bgr8', hdr),
+        camera_info=info(frame, hdr) if with_info else None,
+        sparse=array_to_image(frame.sparse_depth, '32FC1', hdr) if sparse else None)
+
+
+def abs_rel(pred, gt):
+    m = np.isfinite(gt) & np.isfinite(pred) & (gt > 0)
+    return float(np.mean(np.abs(pred[m] - gt[m]) / gt[m])), m.mean()
+
+
+def test_metric_outputs_match_ground_truth(frames, engine):
+    proc = FrameProcessor(engine, {'points.normals': True})
+    for f in frames:
+        res = proc.process(inputs(f))
+    assert res.metric and res.alignment.valid
+    out = res.outputs
+    assert set(out) == set(OUTPUTS) - ({'alignment'} if proc._alignment_type is None else set())
+    hdr = header(frames[-1])
+    for name, msg in out.items():
+        assert msg.header.frame_id == 'cam_optical', name
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == \
+            (hdr.stamp.sec, hdr.stamp.nanosec), name
+    depth = image_to_array(out['depth/image'])
+    assert out['depth/image'].encoding == '32FC1' and depth.shape == (H, W)
+    err, cover = abs_rel(depth, frames[-1].depth)
+    assert err <= 0.03 and cover > 0.9
+    assert out['depth/relative'].encoding == '32FC1'
+    assert out['depth/colored'].encoding == 'rgb8' and out['normal/colored'].encoding == 'rgb8'
+    n = image_to_array(out['normal/image'])
+    assert out['normal/image'].encoding == '32FC3'
+    gt_n = frames[-1].normal
+    ok = np.isfinite(gt_n).all(axis=2) & np.isfinite(n).all(axis=2)
+    np.testing.assert_allclose(np.linalg.norm(n[ok], axis=1), 1.0, atol=1e-4)
+    assert np.mean(np.sum(n[ok] * gt_n[ok], axis=1)) > 0.99
+    ci = out['depth/camera_info']
+    assert (ci.width, ci.height) == (W, H) and list(ci.k) == list(frames[-1].k.ravel())
+
+
+def test_cloud_points_near_ground_truth(frames, engine):
+    proc = FrameProcessor(engine, {'points.organized': True, 'points.color': True})
+    for f in frames:
+        res = proc.process(inputs(f))
+    cloud = res.outputs['points']
+    assert (cloud.height, cloud.width) == (H, W)
+    fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in cloud.fields]
+    pts = np.frombuffer(bytes(cloud.data), cloud_dtype(fields, cloud.point_step))
+    xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
+    f = frames[-1]
+    v, u = np.mgrid[0:H, 0:W]
+    z = f.depth.ravel()
+    gt = np.stack([(u.ravel() - f.k[0, 2]) * z / f.k[0, 0],
+                   (v.ravel() - f.k[1, 2]) * z / f.k[1, 1], z], axis=1)
+    ok = np.isfinite(xyz).all(axis=1) & np.isfinite(gt).all(axis=1)
+    assert ok.mean() > 0.9
+    rel = np.linalg.norm(xyz[ok] - gt[ok], axis=1) / np.linalg.norm(gt[ok], axis=1)
+    assert np.median(rel) < 0.03
+    rgb = pts['rgb'].view(np.uint32)
+    assert ((rgb >> 16) & 255).reshape(H, W)[5, 7] == f.rgb[5, 7, 0]
+
+
+def test_no_metric_without_reference(frames, engine):
+    proc = FrameProcessor(engine, {'alignment.source': 'none'})
+    res = proc.process(inputs(frames[0], sparse=False))
+    assert not res.metric
+    assert {'depth/image', 'depth/camera_info', 'points', 'alignment'}.isdisjoint(res.outputs)
+    assert {'depth/relative', 'depth/colored', 'normal/image'} <= set(res.outputs)
+
+
+def test_fixed_scale_gives_metric_with_semantics(frames, engine):
+    proc = FrameProcessor(engine, {'alignment.source': 'none', 'alignment.fixed_scale': 2.0,
+                                   'alignment.z_max': 5.0})
+    res = proc.process(inputs(frames[0], sparse=False))
+    d = image_to_array(res.outputs['depth/image'])
+    rel = image_to_array(res.outputs['depth/relative'])
+    with np.errstate(divide='ignore'):
+        expect = 1.0 / (2.0 * rel.astype(np.float64))
+    near = np.isfinite(d)
+    np.testing.assert_allclose(d[near], expect[near], rtol=2e-3)
+    assert np.isposinf(d[expect > 5.0]).all()       # beyond range -> +Inf
+    assert not np.isneginf(d).any()
+
+
+def test_lazy_subset_and_missing_camera_info(frames, engine):
+    proc = FrameProcessor(engine)
+    calls = engine.calls
+    res = proc.process(inputs(frames[0], with_info=False), wanted={'points', 'depth/relative'})
+    assert engine.calls == calls + 1
+    assert set(res.outputs) <= {'depth/relative'}
+    assert any(r == 'no_camera_info' for r, _ in res.problems)
+    res = proc.process(inputs(frames[0]), wanted=set())
+    assert res.outputs == {} and engine.calls == calls + 1
+
+
+def test_bad_side_inputs_are_reported_not_fatal(frames, engine):
+    proc = FrameProcessor(engine)
+    inp = inputs(frames[1])
+    inp.camera_info.k = [0.0] * 9
+    inp.camera_info.p = [0.0] * 12
+    neg = frames[1].sparse_depth.copy()
+    neg[np.isfinite(neg)] *= -1
+    inp.sparse = array_to_image(neg, '32FC1', inp.image.header)
+    res = proc.process(inp)
+    reasons = {r for r, _ in res.problems}
+    assert {'camera_info_intrinsics', 'sparse_negative'} <= reasons
+    assert 'depth/relative' in res.outputs
+    bad = inputs(frames[1])
+    bad.image.encoding = 'bayer_grbg8'
+    with pytest.raises(ImageConversionError):
+        proc.process(bad)
+
+
+def test_sparse_points_input(frames, engine):
+    proc = FrameProcessor(engine, {'alignment.source': 'sparse_points'})
+    for f in frames:
+        inp = inputs(f, sparse=False)
+        v, u = np.nonzero(np.isfinite(f.sparse_depth))
+        z = f.sparse_depth[v, u]
+        pts = np.stack([(u - f.k[0, 2]) * z / f.k[0, 0], (v - f.k[1, 2]) * z / f.k[1, 1], z],
+                       axis=1).astype(np.float32)
+        # the cloud comes in a lidar frame 1 m to the left: translation maps it back
+        pts[:, 0] += 1.0
+        cloud = PointCloud2(header=inp.image.header, height=1, width=len(pts), point_step=12,
+                            row_step=12 * len(pts), is_dense=True, is_bigendian=False,
+                            fields=[PointField(name=n, offset=4 * i, datatype=7, count=1)
+                                    for i, n in enumerate('xyz')])
+        cloud.data = pts.tobytes()
+        assert cloud_to_xyz(cloud).shape == (len(pts), 3)
+        inp.sparse = cloud
+        inp.points_transform = ((-1.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
+        res = proc.process(inp)
+    assert res.metric
+    err, _ = abs_rel(image_to_array(res.outputs['depth/image']), frames[-1].depth)
+    assert err <= 0.03
