@@ -95,8 +95,14 @@ class BagWriter:
         self._writer.write(self._connections[topic], int(timestamp_ns), rawdata)
 
     def serialize(self, message: object, msgtype: str) -> bytes:
-        """Serialize a rosbags message object to CDR bytes."""
-        return bytes(self.typestore.serialize_cdr(message, msgtype))
+        """
+        Serialize a rosbags message object to CDR bytes, zero-padded to a multiple of 4.
+
+        DDS delivers serialized payloads padded to 4 bytes, so that is what `ros2 bag record`
+        stores; padding here keeps a replayed message byte-identical to the stored one.
+        """
+        data = bytes(self.typestore.serialize_cdr(message, msgtype))
+        return data + bytes(-len(data) % 4)
 
 
 def frame_messages(frame: SyntheticFrame, typestore: Typestore,

@@ -1,0 +1,211 @@
+"""
+Replay a rosbag2 bag into ROS 2 without rosbag2 installed.
+
+`python -m lotus_ros.player BAG [--rate R] [--clock] [--topics T ...]`
+
+The player publishes the recorded serialized bytes unchanged, so header stamps, encodings and
+every field arrive exactly as recorded; only the timing is recreated, from the bag's log times
+scaled by --rate. With --clock it also publishes /clock (rosgraph_msgs/Clock) from bag time, for
+nodes running with use_sim_time. On a ROS install `ros2 bag play BAG --clock` does the same job.
+
+QoS: publishers are reliable, keep-last (--depth, default 100) by default so that a replay into
+a reliable or best-effort subscriber loses nothing the DDS layer can deliver; --best-effort mimics
+a live sensor driver. Before the first message the player waits (--wait, seconds) until every
+topic it publishes has a subscriber, and at the end (--linger, seconds) until reliable messages
+are acknowledged (Fast DDS may take up to its 3 s heartbeat period to acknowledge).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+import importlib
+import sys
+import time
+
+from lotus_ros import bag_io
+
+CLOCK_TOPIC = '/clock'
+
+
+def message_class(msgtype: str) -> type:
+    """Import the rclpy message class for 'pkg/msg/Type'."""
+    package, kind, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.{kind}'), name)
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines every 25 % when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str = 'replay', stream=None) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = -1.0
+
+    def update(self, done: int, extra: str = '') -> None:
+        share = min(done / self.total, 1.0)
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last < 0.1 and done < self.total:
+                return
+            self._last = now
+            bar = '#' * int(share * 30)
+            self.stream.write(
+                f'\r{self.label} [{bar:<30}] {share:4.0%} {done}/{self.total} {extra}')
+            if done >= self.total:
+                self.stream.write('\n')
+        elif int(share * 4) > self._last:
+            self._last = int(share * 4)
+            self.stream.write(f'{self.label}: {share:4.0%} {done}/{self.total} {extra}\n')
+        self.stream.flush()
+
+
+def _remap(topic: str, remaps: dict[str, str]) -> str:
+    return remaps.get(topic, topic)
+
+
+def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
+             topics: Iterable[str] | None = None, remaps: dict[str, str] | None = None,
+             reliable: bool = True, depth: int = 100, wait: float = 5.0, linger: float = 3.0,
+             clock_hz: float = 100.0, progress: bool = True,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, int]:
+    """
+    Publish a bag's messages through an existing rclpy node; return counts per (bag) topic.
+
+    Messages are published at log time / rate relative to the first one (rate <= 0 means as
+    fast as possible). With clock, /clock follows bag time: at each message and at clock_hz
+    while waiting between messages.
+    """
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    remaps = remaps or {}
+    wanted = None if topics is None else set(topics)
+    info = {t: v for t, v in bag_io.bag_topics(path).items() if wanted is None or t in wanted}
+    if wanted is not None and wanted - set(info):
+        raise ValueError(f'topics not in the bag: {sorted(wanted - set(info))}')
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                     reliability=ReliabilityPolicy.RELIABLE if reliable
+                     else ReliabilityPolicy.BEST_EFFORT)
+    publishers = {t: node.create_publisher(message_class(msgtype), _remap(t, remaps), qos)
+                  for t, (msgtype, _) in info.items()}
+    clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, 10) if clock else None
+    stop = should_stop or (lambda: False)
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not stop():
+        if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            break
+        time.sleep(0.02)
+
+    def publish_clock(ns: int) -> None:
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(ns, 1_000_000_000)
+        clock_pub.publish(msg)
+
+    counts = dict.fromkeys(info, 0)
+    total = sum(n for _, n in info.values())
+    bar = Progress(total) if progress else None
+    start_wall = start_bag = None
+    done = 0
+    for message in bag_io.read_messages(path, topics=info):
+        if stop():
+            break
+        if start_bag is None:
+            start_bag, start_wall = message.timestamp, time.monotonic()
+            if clock_pub is not None:
+                publish_clock(start_bag)
+        if rate > 0:
+            due = start_wall + (message.timestamp - start_bag) * 1e-9 / rate
+            while not stop():
+                now = time.monotonic()
+                if now >= due:
+                    break
+                if clock_pub is not None:
+                    bag_now = start_bag + int((now - start_wall) * rate * 1e9)
+                    publish_clock(min(bag_now, message.timestamp))
+                    time.sleep(min(due - now, 1.0 / clock_hz))
+                else:
+                    time.sleep(due - now)
+        if clock_pub is not None:
+            publish_clock(message.timestamp)
+        publishers[message.topic].publish(message.rawdata)
+        counts[message.topic] += 1
+        done += 1
+        if bar is not None:
+            bar.update(done, f't={(message.timestamp - start_bag) * 1e-9:.2f}s')
+    if reliable and linger > 0:
+        from rclpy.duration import Duration
+
+        end = time.monotonic() + linger
+        for publisher in publishers.values():
+            left = max(end - time.monotonic(), 0.0)
+            publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+    return counts
+
+
+def _parse_remaps(items: list[str]) -> dict[str, str]:
+    remaps = {}
+    for item in items:
+        source, sep, target = item.partition(':=')
+        if not sep or not source or not target:
+            raise argparse.ArgumentTypeError(f'remap must look like FROM:=TO, got {item!r}')
+        remaps[source] = target
+    return remaps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.player', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('bag', help='rosbag2 folder (mcap or sqlite3)')
+    parser.add_argument('--rate', type=float, default=1.0,
+                        help='playback speed factor (2 = twice as fast; 0 = as fast as possible)')
+    parser.add_argument('--clock', action='store_true', help='publish /clock from bag time')
+    parser.add_argument('--topics', nargs='+', help='only these bag topics')
+    parser.add_argument('--remap', nargs='+', default=[], metavar='FROM:=TO',
+                        help='publish bag topic FROM on TO')
+    parser.add_argument('--best-effort', action='store_true',
+                        help='best-effort publishers instead of reliable')
+    parser.add_argument('--depth', type=int, default=100, help='publisher queue depth')
+    parser.add_argument('--wait', type=float, default=5.0,
+                        help='seconds to wait for subscribers before playing')
+    parser.add_argument('--linger', type=float, default=3.0,
+                        help='seconds to wait at the end for reliable subscribers to acknowledge')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        remaps = _parse_remaps(args.remap)
+        bag_io.bag_topics(args.bag)
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        print(f'lotus_ros.player: cannot open {args.bag}: {exc}', file=sys.stderr)
+        return 2
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init()
+    node = rclpy.create_node('lotus_bag_player')
+    try:
+        counts = play_bag(node, args.bag, rate=args.rate, clock=args.clock, topics=args.topics,
+                          remaps=remaps, reliable=not args.best_effort, depth=args.depth,
+                          wait=args.wait, linger=args.linger, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f'lotus_ros.player: {exc}', file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    print(', '.join(f'{topic}: {n}' for topic, n in counts.items()), file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
