@@ -68,19 +68,34 @@ def _refused(reason: str, candidates: int, size: int, inliers: int = 0) -> Affin
                      inlier_mask=np.zeros(size, dtype=bool))
 
 
+def _density_weights(p: np.ndarray, bins: int = 10) -> np.ndarray:
+    """
+    Per-candidate weight 1 / sqrt(candidates in its p bin).
+
+    Without it the consensus is a head count, and one large surface at one depth (a wall filling
+    half the image) outvotes the few samples that actually fix the slope, whenever the model's
+    error across that surface is a few percent.
+    """
+    b = np.minimum((p * bins).astype(np.int64), bins - 1)
+    return 1.0 / np.sqrt(np.bincount(b, minlength=bins)[b])
+
+
 def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None, tau: float,
             hypotheses: int, score_points: int, min_dp: float,
             rng: np.random.Generator) -> tuple[float, float] | None:
     """
-    Best (s, t) hypothesis by truncated relative-depth cost (MSAC), all hypotheses in one array op.
+    Best (s, t) hypothesis by density-weighted relative-depth consensus, in one array op.
 
-    Pairs (or single points with the shift fixed) define hypotheses; s <= 0 and pairs closer than
-    min_dp in p are discarded. Scoring uses at most score_points random candidates.
+    Pairs (or single points with the shift fixed) define hypotheses, sampled with the density
+    weights; s <= 0 and pairs closer than min_dp in p are discarded. Scoring uses at most
+    score_points random candidates; ties (noise-free data) go to the lower truncated cost (MSAC).
     """
     n = p.size
-    i = rng.integers(n, size=hypotheses)
+    w = _density_weights(p)
+    prob = w / w.sum()
+    i = rng.choice(n, size=hypotheses, p=prob)
     if fixed_shift is None:
-        j = rng.integers(n, size=hypotheses)
+        j = rng.choice(n, size=hypotheses, p=prob)
         dp = p[j] - p[i]
         ok = np.abs(dp) >= min_dp
         if not ok.any():
@@ -97,18 +112,20 @@ def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None,
     s, t = s[ok], t[ok]
     if n > score_points:
         sel = rng.choice(n, size=score_points, replace=False)
-        ps, ys = p[sel], y[sel]
+        ps, ys, ws = p[sel], y[sel], w[sel]
     else:
-        ps, ys = p, y
+        ps, ys, ws = p, y, w
     yhat = s[:, None] * ps[None, :] + t[:, None]
     with np.errstate(divide='ignore', invalid='ignore'):
         if space == 'disparity':
             e = ys[None, :] / yhat - 1.0          # z_hat / z - 1
         else:
             e = yhat * (1.0 / ys)[None, :] - 1.0   # z_hat / z - 1
-    cost = np.minimum(e * e, tau * tau)
-    cost[~(yhat > 0.0)] = tau * tau
-    best = int(np.argmin(cost.sum(axis=1)))
+    e2 = e * e
+    e2[~(yhat > 0.0)] = np.inf
+    support = (e2 < tau * tau) @ ws
+    cost = np.minimum(e2, tau * tau) @ ws
+    best = int(np.lexsort((cost, -support))[0])
     return float(s[best]), float(t[best])
 
 
@@ -127,20 +144,23 @@ def _irls(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str, scale_on
     """
     Huber IRLS on relative residuals starting from a RANSAC hypothesis.
 
-    Inliers are re-selected each iteration at 3 sigma (sigma = 1.4826 MAD, floored so noise-free
-    data keeps its points) and never drop below min_inliers.
+    Inliers are re-selected each iteration within the RANSAC bound tau and never drop below
+    min_inliers; inside, Huber weights use sigma = 1.4826 MAD, floored so noise-free data does not
+    down-weight every point. A tighter data-driven cut would let one large cluster (a wall, all at
+    one p) shrink the set until scale and shift are unconstrained.
     Returns (s, t, covariance, mask, sigma), or None when the points cannot fix the model.
     """
     inv_y2 = 1.0 / (y * y)
+    inv_y = np.sqrt(inv_y2)
     mask = np.abs(_rel_error(p, y, s, t, space)) < tau
     if mask.sum() < min_inliers:
         return None
     cov = np.zeros((2, 2))
     for _ in range(iterations):
-        r = (s * p + t - y) * np.sqrt(inv_y2)   # residual relative to y
+        r = (s * p + t - y) * inv_y   # residual relative to y (~ relative depth error)
         a = np.abs(r)
         sigma = max(1.4826 * float(np.median(a[mask])), sigma_floor)
-        new_mask = a <= 3.0 * sigma
+        new_mask = a < tau
         if new_mask.sum() < min_inliers:
             new_mask = np.zeros_like(mask)
             new_mask[np.argpartition(a, min_inliers - 1)[:min_inliers]] = True
@@ -165,7 +185,7 @@ def _irls(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str, scale_on
         if done:
             break
     # Covariance of the weighted least-squares solution with the weighted residual variance.
-    r = (s * p[mask] + t - y[mask]) * np.sqrt(inv_y2[mask])
+    r = (s * p[mask] + t - y[mask]) * inv_y[mask]
     hub = np.minimum(1.0, huber_k * sigma / np.maximum(np.abs(r), 1e-300))
     w = inv_y2[mask] * hub
     dof = max(int(mask.sum()) - (1 if scale_only else 2), 1)
@@ -183,6 +203,12 @@ def _irls(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str, scale_on
     if not (np.isfinite(cov).all() and math.isfinite(s) and math.isfinite(t)):
         return None
     return s, t, cov, mask, sigma
+
+
+def _spread(p: np.ndarray) -> float:
+    """Spread of p between the 10th and 90th percentile: a few stray inliers do not count."""
+    lo, hi = np.quantile(p, (0.1, 0.9))
+    return float(hi - lo)
 
 
 def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shift',
@@ -234,10 +260,9 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
         if hyp is not None:
             result = _irls(p, y, hyp[0], hyp[1], space, False, **opts)
         if result is not None:
-            pin = p[result[3]]
-            spread = float(np.quantile(pin, 0.95) - np.quantile(pin, 0.05))
+            spread = _spread(p[result[3]])
         else:
-            spread = float(np.quantile(p, 0.95) - np.quantile(p, 0.05))
+            spread = _spread(p)
         if spread < min_spread:
             if not scale_fallback:
                 return _refused(f'p spread {spread:.3f} < {min_spread} cannot fix scale and shift',
