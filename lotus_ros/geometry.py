@@ -109,7 +109,8 @@ def project(points: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarra
     if pts.shape[-1] != 3:
         raise ValueError(f'points must be ...x3, got shape {pts.shape}')
     x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
-    ok = np.isfinite(pts).all(axis=-1) & (z > 0.0)
+    with np.errstate(invalid='ignore'):
+        ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z) & (z > 0.0)
     with np.errstate(divide='ignore', invalid='ignore'):
         inv = np.where(ok, 1.0 / np.where(ok, z, 1.0), np.nan)
     u = intr.fx * x * inv + intr.cx

@@ -29,6 +29,7 @@ def _inputs(seed=0, h=6, w=8):
     pts[2, 3, 0] = np.inf
     pts[3, 4, 2] = 0.0
     pts[4, 5, 2] = 20.0
+    pts[5, 6, 2] = np.inf
     rgb = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
     normals = rng.normal(size=(h, w, 3)).astype(np.float32)
     return pts, rgb, normals
@@ -48,7 +49,7 @@ def test_organized_xyz_rgb_normals_round_trip():
     assert (cloud.height, cloud.width) == (6, 8) and not cloud.is_dense
     rec = _decode(cloud)
     invalid = np.zeros((6, 8), bool)
-    invalid[1, 2] = invalid[2, 3] = invalid[3, 4] = invalid[4, 5] = True
+    invalid[1, 2] = invalid[2, 3] = invalid[3, 4] = invalid[4, 5] = invalid[5, 6] = True
     xyz = np.stack([rec['x'], rec['y'], rec['z']], -1)
     assert np.isnan(xyz[invalid]).all()
     np.testing.assert_array_equal(xyz[~invalid], pts[~invalid])
