@@ -255,8 +255,7 @@ def test_temporal_filter_static_rms_jump_and_dropout():
         sparse = _sparse(depth, 30, 0.2, 1000 + k)
         sparse *= (1 + 0.04 * r.normal(size=sparse.shape)).astype(np.float32)
         state = aligner.update(p, stamp, sparse_depth=sparse)
-        m = np.isfinite(sparse)
-        fit = fit_affine(p[m], sparse[m], rng=k)
+        fit = fit_affine(*aligner.candidates(p, sparse_depth=sparse), rng=k)
         if k >= 10 and fit.valid:
             per_frame.append(fit.scale / s_true - 1)
             filtered.append(state.scale / s_true - 1)
@@ -289,6 +288,45 @@ def test_temporal_filter_static_rms_jump_and_dropout():
     np.testing.assert_array_equal(aligner.apply(p, state),
                                   apply_affine(p, *held, space='disparity', z_min=Z_MIN,
                                                z_max=Z_MAX))
+
+
+def test_temporal_filter_with_correlated_model_error():
+    # Each frame's prediction carries its own smooth model error (correlated across pixels), so
+    # a per-frame fit on many precise samples is confidently wrong by a few percent. The fit
+    # covariance alone would gate those fits out and reset endlessly; the noise floor keeps the
+    # filter averaging them.
+    depth, _ = _scene()
+    ok = np.isfinite(depth)
+    s_true, t_true = 2.0, 0.05
+    aligner = MetricAligner('disparity', z_min=Z_MIN, z_max=Z_MAX, seed=5)
+    per_frame, filtered = [], []
+    for k in range(50):
+        p = np.where(ok, _prediction(depth, s_true, t_true, 3000 + k), 0.0)
+        sparse = _sparse(depth, 300, 0.1, 4000 + k)
+        state = aligner.update(p, 0.1 * k, sparse_depth=sparse)
+        fit = fit_affine(*aligner.candidates(p, sparse_depth=sparse), rng=k)
+        if k >= 10 and fit.valid:
+            per_frame.append(fit.scale / s_true - 1)
+            filtered.append(state.scale / s_true - 1)
+    rms_frame = math.sqrt(np.mean(np.square(per_frame)))
+    rms_filter = math.sqrt(np.mean(np.square(filtered)))
+    assert len(per_frame) >= 35 and rms_frame > 0.01
+    assert rms_filter <= 0.6 * rms_frame, (rms_filter, rms_frame)
+
+
+def test_sparse_map_at_lower_resolution_maps_pixel_centres():
+    # Sparse pixel (i, j) of a 3x smaller map covers prediction pixels 3i..3i+2; its centre is
+    # prediction pixel (3i + 1, 3j + 1), where the analytic depth is sampled.
+    depth, _ = _scene(h=192, w=252)
+    ok = np.isfinite(depth)
+    s, t = 1.5, 0.08
+    p = np.where(ok, (1.0 / depth - t) / s, 0.0)
+    small = np.where(ok, depth, np.nan)[1::3, 1::3].copy()
+    small[::2, :] = np.nan
+    state = MetricAligner('disparity', z_min=Z_MIN, z_max=Z_MAX).update(p, 0.0,
+                                                                        sparse_depth=small)
+    assert state.valid and state.inliers == state.candidates
+    assert state.scale == pytest.approx(s, rel=1e-5) and state.shift == pytest.approx(t, abs=1e-5)
 
 
 def test_fixed_scale_and_mode_none():
