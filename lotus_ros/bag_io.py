@@ -30,7 +30,7 @@ BAG_VERSION = 8
 
 # Per frame the side inputs are logged just before the image (1 us apart), so a player that
 # follows log time delivers camera_info and LiDAR depth before the image they belong to.
-_LOG_OFFSETS_NS = {TOPIC_CAMERA_INFO: 0, TOPIC_SPARSE_DEPTH: 1_000, TOPIC_IMAGE: 2_000}
+LOG_OFFSETS_NS = {TOPIC_CAMERA_INFO: 0, TOPIC_SPARSE_DEPTH: 1_000, TOPIC_IMAGE: 2_000}
 
 
 class BagMessage(NamedTuple):
@@ -152,7 +152,7 @@ def write_sequence_bag(frames: Iterable[SyntheticFrame], path: str | Path, *,
             stamp_ns = stamp_to_ns(frame.stamp)
             for topic, msgtype, message in frame_messages(frame, bag.typestore, frame_id):
                 bag.add_topic(topic, msgtype)
-                bag.write(topic, stamp_ns + _LOG_OFFSETS_NS[topic],
+                bag.write(topic, stamp_ns + LOG_OFFSETS_NS[topic],
                           bag.serialize(message, msgtype))
     return Path(path)
 

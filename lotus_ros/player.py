@@ -70,13 +70,14 @@ def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
              topics: Iterable[str] | None = None, remaps: dict[str, str] | None = None,
              reliable: bool = True, depth: int = 100, wait: float = 5.0, linger: float = 3.0,
              clock_hz: float = 100.0, progress: bool = True,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, int]:
+             should_stop: Callable[[], bool] | None = None,
+             on_publish: Callable[[bag_io.BagMessage], None] | None = None) -> dict[str, int]:
     """
     Publish a bag's messages through an existing rclpy node; return counts per (bag) topic.
 
     Messages are published at log time / rate relative to the first one (rate <= 0 means as
     fast as possible). With clock, /clock follows bag time: at each message and at clock_hz
-    while waiting between messages.
+    while waiting between messages. on_publish is called right after each message is sent.
     """
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
@@ -132,6 +133,8 @@ def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
         if clock_pub is not None:
             publish_clock(message.timestamp)
         publishers[message.topic].publish(message.rawdata)
+        if on_publish is not None:
+            on_publish(message)
         counts[message.topic] += 1
         done += 1
         if bar is not None:

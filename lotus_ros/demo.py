@@ -1,0 +1,657 @@
+"""
+The main job in one command: the lotus node fed by a replayed bag, outputs you can look at.
+
+`python -m lotus_ros.demo [--tiny] [--output demo_output]` (`make demo`, `make demo TINY=1`)
+
+1. renders a short synthetic camera + 16-line LiDAR sequence with exact ground truth and writes
+   it as a rosbag2 bag (/camera/image_raw, /camera/camera_info, /lidar/depth);
+2. starts the installed lotus_node as its own process with use_sim_time, drop_frames false and
+   lazy false (every frame is processed, in order);
+3. replays the bag with /clock (lotus_ros.player: the recorded bytes, recorded timing) and
+   records every output topic in this process;
+4. writes to the output folder: a contact sheet PNG per few frames (rgb | relative depth |
+   metric depth | normals | cloud seen from the side), one point cloud as PLY, the node log and
+   summary.md (frames in/out, stamp-to-publish latency, alignment scale error and metric AbsRel
+   against ground truth), which is also printed.
+
+Models: the published Lotus-D checkpoints by default (downloaded once, with progress), or local
+diffusers folders with --depth-model/--normal-model. --tiny builds tiny random-weight models
+offline: a smoke run whose numbers are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lotus_ros import bag_io
+from lotus_ros.synthetic import SyntheticFrame, render_sequence
+
+DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
+NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
+NODE_NAME = 'lotus'
+REMAPS = {'image': bag_io.TOPIC_IMAGE, 'camera_info': bag_io.TOPIC_CAMERA_INFO,
+          'sparse_depth': bag_io.TOPIC_SPARSE_DEPTH}
+OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'depth/colored', 'normal/image',
+                 'normal/colored', 'points', 'alignment')
+TINY_NOTE = ('**Smoke run on tiny random-weight models (--tiny): every depth, normal, scale and '
+             'error value below is meaningless.** It only shows that the pipeline runs end to '
+             'end over real ROS 2 topics.')
+
+
+class DemoError(Exception):
+    """A failure with a message for the user (printed as one block, exit code attached)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# -- setup ---------------------------------------------------------------------------------
+def node_executable() -> Path:
+    """Return the installed lotus_node (colcon build of this package)."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        path = Path(get_package_prefix('lotus_ros')) / 'lib' / 'lotus_ros' / 'lotus_node'
+    except Exception as exc:  # noqa: BLE001 - PackageNotFoundError or no ament_index
+        raise DemoError('lotus_ros is not installed in a sourced workspace (' + str(exc) +
+                        '). Run `make build` and `source install/setup.bash` (or `make demo`).',
+                        2) from exc
+    if not path.exists():
+        raise DemoError(f'{path} is missing: rebuild with `make build`.', 2)
+    return path
+
+
+def share_file(*parts: str) -> Path | None:
+    """Return a file from the installed share directory, else the source tree, else None."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory('lotus_ros')).joinpath(*parts))
+    except Exception:  # noqa: BLE001 - not installed: source tree only
+        pass
+    candidates.append(Path(__file__).resolve().parents[1].joinpath(*parts))
+    return next((c for c in candidates if c.exists()), None)
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Return os.environ plus a private domain, local discovery and the big-message profile."""
+    env = dict(os.environ)
+    env['ROS_DOMAIN_ID'] = str(domain_id)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    profile = share_file('config', 'fastdds_profile.xml')
+    if profile is not None:
+        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    return env
+
+
+def resolve_model(name: str, what: str) -> str:
+    """
+    Return a local folder for a checkpoint, downloading a Hugging Face id with a progress bar.
+
+    Offline (or an unknown id) raises DemoError saying how to use a local folder instead.
+    """
+    if not name or Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser()) if name else ''
+    try:
+        from huggingface_hub import snapshot_download
+
+        print(f'Fetching the {what} model {name} (first run downloads it) ...', flush=True)
+        return snapshot_download(name, allow_patterns=['*.json', '*.txt', '*.safetensors'])
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id, no permission: same advice
+        reason = ' '.join(str(exc).split())[:300]
+        raise DemoError(
+            f'Cannot get the {what} model "{name}": {reason}\n'
+            f'If this machine is offline, download the checkpoint elsewhere (diffusers layout, '
+            f'e.g. `hf download {name} --local-dir ./lotus-{what}`), copy it here and run\n'
+            f'  python -m lotus_ros.demo --{what}-model /path/to/lotus-{what}\n'
+            f'(or DEMO_ARGS="--{what}-model /path" make demo). For an offline smoke run with '
+            f'tiny random weights: make demo TINY=1', 3) from exc
+
+
+def tiny_models(folder: Path) -> tuple[str, str]:
+    """Build tiny random-weight Lotus-D checkpoints (depth named as a disparity model)."""
+    from lotus_ros.random_models import save_random_lotus
+
+    depth = folder / 'lotus-depth-d-tiny-disparity'
+    normal = folder / 'lotus-normal-d-tiny'
+    shutil.rmtree(folder, ignore_errors=True)
+    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0)
+    save_random_lotus(normal, size='tiny', seed=1, vae_seed=0)
+    return str(depth), str(normal)
+
+
+def demo_parameters(depth_model: str, normal_model: str, *, device: str,
+                    processing_resolution: int, extra: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """Node parameters for replaying a bag: sim time, every frame in order, reliable inputs."""
+    params: dict[str, Any] = {
+        'use_sim_time': True,
+        'drop_frames': False,
+        'lazy': False,
+        'queue_size': 1000,
+        'depth_model': depth_model,
+        'normal_model': normal_model,
+        'device': device,
+        'processing_resolution': processing_resolution,
+        'local_files_only': True,
+        'publish.alignment': True,
+        'points.color': True,
+    }
+    # REP 2003 QoS overrides: the replay is reliable, so the node's inputs may be too and no
+    # frame is lost to a momentarily full best-effort reader.
+    params['qos_overrides'] = {
+        topic: {'subscription': {'reliability': 'reliable', 'depth': 100}}
+        for topic in REMAPS.values()}
+    params.update(extra or {})
+    return params
+
+
+def write_params_file(path: Path, params: dict[str, Any]) -> Path:
+    """Write a ros2 parameter YAML file for the node ('/**' applies to any node name)."""
+    path.write_text(yaml.safe_dump({'/**': {'ros__parameters': params}}, sort_keys=False))
+    return path
+
+
+def start_node(params_files: list[Path], env: dict[str, str], log_path: Path,
+               remaps: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start lotus_node as its own process; stdout and stderr go to log_path."""
+    command = [sys.executable, str(node_executable()), '--ros-args']
+    for params_file in params_files:
+        command += ['--params-file', str(params_file)]
+    for source, target in (REMAPS if remaps is None else remaps).items():
+        command += ['-r', f'{source}:={target}']
+    log = open(log_path, 'w')  # noqa: SIM115 - owned by the process, closed in stop_node
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_file = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 5.0) -> int:
+    """Send SIGINT (Ctrl-C) and wait; kill only if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.log_file.close()  # type: ignore[attr-defined]
+    return proc.returncode
+
+
+# -- recording -----------------------------------------------------------------------------
+@dataclass
+class Received:
+    wall: float
+    msg: Any
+
+
+@dataclass
+class Recording:
+    outputs: dict[str, list[Received]] = field(default_factory=dict)
+    image_publish_wall: dict[int, float] = field(default_factory=dict)
+    diagnostics: list[Any] = field(default_factory=list)
+
+
+class OutputRecorder:
+    """Subscribe to every node output in this process (own context, spun in a thread)."""
+
+    def __init__(self, domain_id: int, namespace: str = ''):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image, PointCloud2
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node('lotus_demo_recorder', context=self.context)
+        self.recording = Recording()
+        self._lock = threading.Lock()
+        types: dict[str, type] = {name: Image for name in OUTPUT_TOPICS}
+        types['points'] = PointCloud2
+        try:
+            from lotus_ros.msg import DepthAlignment
+
+            types['alignment'] = DepthAlignment
+        except ImportError:  # not built: the node cannot publish it either
+            del types['alignment']
+        prefix = '/' + namespace.strip('/') if namespace.strip('/') else ''
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        for name, cls in types.items():
+            self.recording.outputs[name] = []
+            self.node.create_subscription(cls, f'{prefix}/{name}', self._store(name), qos)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._running = True
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _store(self, name: str):
+        def callback(msg) -> None:
+            with self._lock:
+                self.recording.outputs[name].append(Received(time.monotonic(), msg))
+        return callback
+
+    def _diagnostics(self, msg) -> None:
+        with self._lock:
+            self.recording.diagnostics.append(msg)
+
+    def _spin(self) -> None:
+        while self._running and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return len(self.recording.outputs.get(name, []))
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_images: int,
+                 log_path: Path, rate: float = 1.0, timeout: float = 600.0,
+                 env_extra: dict[str, str] | None = None, progress: bool = True) -> Recording:
+    """
+    Start the node, replay the bag with /clock into it, record outputs until every frame is out.
+
+    Raises DemoError if the node dies (e.g. the model cannot load) or outputs stop coming.
+    """
+    from lotus_ros.player import Progress, play_bag
+
+    env = ros_environment(domain_id)
+    env.update(env_extra or {})
+    for key in ('FASTDDS_DEFAULT_PROFILES_FILE', 'ROS_AUTOMATIC_DISCOVERY_RANGE'):
+        if key in env:  # this process's participant must use the same transports
+            os.environ[key] = env[key]
+    node = start_node(params_files, env, log_path)
+    recorder = None
+    try:
+        recorder = OutputRecorder(domain_id)
+
+        def node_died() -> bool:
+            return node.poll() is not None
+
+        import rclpy
+
+        player = rclpy.create_node('lotus_demo_player', context=recorder.context)
+        deadline = time.monotonic() + 120.0
+        # The node creates its publishers once the model is loaded.
+        while not player.get_publishers_info_by_topic('/depth/relative'):
+            if node_died():
+                raise DemoError(_node_failure(log_path), 4)
+            if time.monotonic() > deadline:
+                raise DemoError('the node did not come up within 120 s; see ' + str(log_path))
+            time.sleep(0.1)
+        recording = recorder.recording
+
+        def on_publish(message: bag_io.BagMessage) -> None:
+            if message.topic == bag_io.TOPIC_IMAGE:
+                recording.image_publish_wall[message.timestamp] = time.monotonic()
+
+        play_bag(player, bag, rate=rate, clock=True, wait=30.0, linger=2.0, progress=progress,
+                 should_stop=node_died, on_publish=on_publish)
+        bar = Progress(num_images, 'outputs') if progress else None
+        deadline = time.monotonic() + timeout
+        last = -1
+        while True:
+            done = recorder.count('depth/relative')
+            if bar is not None and done != last:
+                bar.update(done)
+                last = done
+            if done >= num_images:
+                break
+            if node_died():
+                raise DemoError(_node_failure(log_path), 4)
+            if time.monotonic() > deadline:
+                raise DemoError(f'only {done} of {num_images} frames came out within '
+                                f'{timeout:.0f} s; see {log_path}')
+            time.sleep(0.05)
+        time.sleep(0.5)  # outputs published after depth/relative in the same frame
+        player.destroy_node()
+        return recording
+    finally:
+        if recorder is not None:
+            recorder.close()
+        stop_node(node)
+
+
+def _node_failure(log_path: Path) -> str:
+    lines = [ln for ln in log_path.read_text(errors='replace').splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if 'FATAL' in ln] or lines[-5:]
+    return 'lotus_node stopped:\n  ' + '\n  '.join(fatal)
+
+
+# -- analysis ------------------------------------------------------------------------------
+def _stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _image_array(msg) -> np.ndarray:
+    from lotus_ros.image_conversions import image_to_array
+
+    return image_to_array(msg)
+
+
+def cloud_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return finite xyz (N x 3) and their rgb (N x 3 uint8) if the cloud has colour."""
+    from lotus_ros.pointcloud import CloudField, cloud_dtype
+
+    fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
+    data = np.frombuffer(bytes(msg.data), cloud_dtype(fields, msg.point_step))
+    xyz = np.stack([data['x'], data['y'], data['z']], axis=1).astype(np.float32)
+    ok = np.isfinite(xyz).all(axis=1)
+    rgb = None
+    if 'rgb' in data.dtype.names:
+        packed = data['rgb'].view(np.uint32)[ok]
+        rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255],
+                       axis=1).astype(np.uint8)
+    return xyz[ok], rgb
+
+
+def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray | None) -> None:
+    """Write a binary little-endian PLY (opens in MeshLab, CloudCompare, Open3D)."""
+    names = [('x', '<f4'), ('y', '<f4'), ('z', '<f4')]
+    if rgb is not None:
+        names += [('red', 'u1'), ('green', 'u1'), ('blue', 'u1')]
+    vertices = np.empty(len(xyz), dtype=names)
+    vertices['x'], vertices['y'], vertices['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if rgb is not None:
+        vertices['red'], vertices['green'], vertices['blue'] = rgb.T
+    header = ['ply', 'format binary_little_endian 1.0',
+              'comment lotus_ros demo: camera optical frame (x right, y down, z forward), m',
+              f'element vertex {len(xyz)}']
+    header += [f"property {'float' if t == '<f4' else 'uchar'} {n}" for n, t in names]
+    header.append('end_header')
+    path.write_bytes(('\n'.join(header) + '\n').encode('ascii') + vertices.tobytes())
+
+
+def side_view(xyz: np.ndarray, rgb: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """Render points seen from the camera's right side: z (forward) to the right, y down."""
+    panel = np.full((height, width, 3), 24, dtype=np.uint8)
+    if len(xyz) == 0:
+        return panel
+    z, y = xyz[:, 2], xyz[:, 1]
+    z_lo, z_hi = np.percentile(z, [1, 99])
+    y_lo, y_hi = np.percentile(y, [1, 99])
+    span = max(z_hi - z_lo, y_hi - y_lo, 1e-6) * 1.1
+    zc, yc = (z_lo + z_hi) / 2, (y_lo + y_hi) / 2
+    scale = min(width, height) / span
+    u = np.round((z - zc) * scale + width / 2).astype(np.int64)
+    v = np.round((y - yc) * scale + height / 2).astype(np.int64)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    # Draw far-from-viewer points first so the nearer side (x large) wins.
+    order = np.argsort(-xyz[inside, 0])
+    colour = rgb[inside][order] if rgb is not None else np.full((order.size, 3), 220, np.uint8)
+    panel[v[inside][order], u[inside][order]] = colour
+    return panel
+
+
+def _label(panel: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    out = np.ascontiguousarray(panel)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(frame: SyntheticFrame, outputs: dict[str, Any]) -> np.ndarray:
+    """Return one row: rgb | relative depth | metric depth | normals | cloud from the side."""
+    from lotus_ros.visualization import colorize_depth, colorize_normals
+
+    h, w = frame.height, frame.width
+    blank = np.full((h, w, 3), 40, dtype=np.uint8)
+    panels = [_label(frame.rgb, 'rgb')]
+    rel = outputs.get('depth/relative')
+    if rel is not None:
+        values = _image_array(rel)
+        panels.append(_label(colorize_depth(-values), 'relative (near = warm)'))
+    else:
+        panels.append(_label(blank, 'no relative depth'))
+    metric = outputs.get('depth/image')
+    if metric is not None:
+        depth = _image_array(metric)
+        finite = frame.depth[np.isfinite(frame.depth)]
+        value_range = (float(finite.min()), float(finite.max())) if finite.size else None
+        panels.append(_label(colorize_depth(depth, value_range=value_range), 'metric depth (m)'))
+    else:
+        panels.append(_label(blank, 'no metric depth'))
+    normal = outputs.get('normal/image')
+    if normal is not None:
+        panels.append(_label(colorize_normals(_image_array(normal)), 'normals'))
+    else:
+        panels.append(_label(blank, 'no normals'))
+    points = outputs.get('points')
+    if points is not None:
+        panels.append(_label(side_view(*cloud_points(points), w, h), 'cloud, side view'))
+    else:
+        panels.append(_label(blank, 'no cloud'))
+    gap = np.full((h, 4, 3), 255, dtype=np.uint8)
+    row = []
+    for panel in panels:
+        row += [panel, gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def _affine_oracle(relative: np.ndarray, depth: np.ndarray, space: str) -> tuple[float, float]:
+    """Least-squares scale/shift of the prediction against dense ground truth (the best fit)."""
+    target = 1.0 / depth if space == 'disparity' else depth
+    ok = np.isfinite(relative) & np.isfinite(target) & (depth > 0)
+    a = np.stack([relative[ok], np.ones(ok.sum())], axis=1).astype(np.float64)
+    scale, shift = np.linalg.lstsq(a, target[ok].astype(np.float64), rcond=None)[0]
+    return float(scale), float(shift)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float('nan')
+
+
+def _fmt(value: float, unit: str = '', digits: int = 3) -> str:
+    return 'n/a' if value is None or not np.isfinite(value) else f'{value:.{digits}f}{unit}'
+
+
+def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tuple], dict]:
+    """Return summary rows (name, value, note) and per-stamp outputs."""
+    by_stamp: dict[int, dict[str, Any]] = {}
+    for name, items in recording.outputs.items():
+        for item in items:
+            by_stamp.setdefault(_stamp_ns(item.msg), {})[name] = item.msg
+    stamps = [bag_io.stamp_to_ns(f.stamp) for f in frames]
+    relative = recording.outputs.get('depth/relative', [])
+    out_stamps = [_stamp_ns(r.msg) for r in relative]
+    latencies = []
+    for item in relative:
+        sent = recording.image_publish_wall.get(
+            _stamp_ns(item.msg) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+        if sent is not None:
+            latencies.append(item.wall - sent)
+    abs_rel, coverage, scale_err = [], [], []
+    for frame, stamp in zip(frames, stamps, strict=True):
+        outputs = by_stamp.get(stamp, {})
+        gt = frame.depth
+        if 'depth/image' in outputs:
+            depth = _image_array(outputs['depth/image']).astype(np.float64)
+            valid_gt = np.isfinite(gt) & (gt > 0)
+            ok = valid_gt & np.isfinite(depth)
+            coverage.append(ok.sum() / max(valid_gt.sum(), 1))
+            if ok.any():
+                abs_rel.append(float(np.mean(np.abs(depth[ok] - gt[ok]) / gt[ok])))
+        align = outputs.get('alignment')
+        if align is not None and align.valid and 'depth/relative' in outputs:
+            rel = _image_array(outputs['depth/relative']).astype(np.float64)
+            oracle, _ = _affine_oracle(rel, gt.astype(np.float64), align.space)
+            scale_err.append(abs(align.scale - oracle) / abs(oracle))
+    node_latency = [float(kv.value) for d in recording.diagnostics for s in d.status
+                    for kv in s.values if kv.key == 'latency_p95_s'
+                    and kv.value not in ('nan', 'None')]
+    rows = [
+        ('frames in (images replayed)', str(len(recording.image_publish_wall)), ''),
+        ('frames out (depth/relative)', str(len(relative)), ''),
+        ('frames with metric depth (depth/image)', str(len(recording.outputs.get(
+            'depth/image', []))), 'metric only while the alignment is valid'),
+        ('point clouds (points)', str(len(recording.outputs.get('points', []))), ''),
+        ('normal maps (normal/image)', str(len(recording.outputs.get('normal/image', []))), ''),
+        ('output stamps == input stamps, in order', 'yes' if out_stamps == stamps else 'NO', ''),
+        ('stamp-to-publish latency p50 / p95',
+         f"{_fmt(_percentile(latencies, 50), ' s')} / {_fmt(_percentile(latencies, 95), ' s')}",
+         'replay publish of the image -> its depth/relative received here (wall clock)'),
+        ('node-reported latency p95 (sim time)',
+         _fmt(node_latency[-1] if node_latency else float('nan'), ' s'), '/diagnostics'),
+        ('alignment scale error (median)', _fmt(_percentile(scale_err, 50) * 100, ' %', 1),
+         'vs least-squares scale on dense ground truth'),
+        ('metric depth AbsRel (mean over frames)',
+         _fmt(float(np.mean(abs_rel)) if abs_rel else float('nan')),
+         'vs ground truth, pixels with finite depth'),
+        ('metric depth coverage', _fmt(float(np.mean(coverage)) * 100 if coverage
+                                       else float('nan'), ' %', 1),
+         'share of ground-truth pixels with a finite metric value'),
+    ]
+    return rows, by_stamp
+
+
+def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
+                     sheets: list[str], ply: str | None) -> str:
+    lines = ['# lotus_ros demo summary', '']
+    if tiny:
+        lines += [TINY_NOTE, '']
+    lines += [f'Models: depth `{models[0]}`, normal `{models[1] or "(none)"}`', '',
+              '| metric | value | note |', '|---|---|---|']
+    lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
+    lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
+              'side): ' + ', '.join(f'`{s}`' for s in sheets)]
+    if ply:
+        lines += [f'Point cloud: `{ply}`']
+    return '\n'.join(lines) + '\n'
+
+
+# -- main ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.demo', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--tiny', action='store_true',
+                        help='tiny random-weight models, offline (values meaningless)')
+    parser.add_argument('--output', default='demo_output', help='output folder')
+    parser.add_argument('--frames', type=int, default=20)
+    parser.add_argument('--width', type=int, default=320)
+    parser.add_argument('--height', type=int, default=240)
+    parser.add_argument('--scene', choices=('room', 'outdoor'), default='room')
+    parser.add_argument('--storage', choices=bag_io.STORAGES, default='mcap')
+    parser.add_argument('--rate', type=float, default=1.0, help='replay speed factor')
+    parser.add_argument('--depth-model', default=DEPTH_MODEL,
+                        help='Hugging Face id or local diffusers folder')
+    parser.add_argument('--normal-model', default=NORMAL_MODEL,
+                        help="Hugging Face id or local folder ('' disables normals)")
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--processing-resolution', type=int, default=None,
+                        help='longest side fed to the model (default: image size; 128 --tiny)')
+    parser.add_argument('--params', nargs='+', default=[],
+                        help='extra node parameter YAML files (applied last)')
+    parser.add_argument('--sheet-every', type=int, default=5,
+                        help='a contact sheet every N frames')
+    parser.add_argument('--timeout', type=float, default=1800.0,
+                        help='seconds to wait for all outputs after the replay')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID for the demo (default: a private one)')
+    parser.add_argument('--no-progress', action='store_true')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output)
+    try:
+        return _run(args, out)
+    except DemoError as exc:
+        print(f'\nlotus_ros demo: {exc}', file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    import cv2
+
+    executable = node_executable()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in list(out.glob('contact_sheet_*.png')) + [out / 'cloud.ply', out / 'summary.md']:
+        stale.unlink(missing_ok=True)
+    print(f'[1/4] Rendering {args.frames} synthetic {args.scene} frames '
+          f'({args.width}x{args.height}) and writing the bag ...', flush=True)
+    frames = render_sequence(args.frames, width=args.width, height=args.height,
+                             scene=args.scene)
+    bag = out / 'sequence_bag'
+    shutil.rmtree(bag, ignore_errors=True)
+    bag_io.write_sequence_bag(frames, bag, storage=args.storage)
+
+    print('[2/4] Preparing the models ...', flush=True)
+    if args.tiny:
+        depth_model, normal_model = tiny_models(out / 'tiny_models')
+        resolution = args.processing_resolution or 128
+    else:
+        depth_model = resolve_model(args.depth_model, 'depth')
+        normal_model = resolve_model(args.normal_model, 'normal')
+        resolution = args.processing_resolution or max(args.width, args.height)
+    params = demo_parameters(depth_model, normal_model, device=args.device,
+                             processing_resolution=resolution)
+    params_files = []
+    base = share_file('config', 'lotus.yaml')
+    if base is not None:
+        params_files.append(base)
+    params_files.append(write_params_file(out / 'demo_params.yaml', params))
+    params_files += [Path(p) for p in args.params]
+
+    domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
+    print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
+          '/clock ...', flush=True)
+    recording = run_pipeline(bag, params_files, domain_id=domain, num_images=len(frames),
+                             log_path=out / 'node.log', rate=args.rate, timeout=args.timeout,
+                             progress=not args.no_progress)
+
+    print('[4/4] Writing the contact sheets, the point cloud and the summary ...', flush=True)
+    rows, by_stamp = analyse(frames, recording)
+    sheets = []
+    for frame in frames[::max(args.sheet_every, 1)]:
+        outputs = by_stamp.get(bag_io.stamp_to_ns(frame.stamp), {})
+        name = f'contact_sheet_{frame.index:03d}.png'
+        cv2.imwrite(str(out / name), contact_sheet(frame, outputs)[:, :, ::-1])
+        sheets.append(name)
+    ply = None
+    clouds = recording.outputs.get('points', [])
+    if clouds:
+        xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
+        write_ply(out / 'cloud.ply', xyz, rgb)
+        ply = 'cloud.ply'
+    text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
+                            sheets=sheets, ply=ply)
+    (out / 'summary.md').write_text(text)
+    print('\n' + text)
+    print(f'Outputs in {out.resolve()}/')
+    out_stamps = [_stamp_ns(r.msg) for r in recording.outputs['depth/relative']]
+    return 0 if out_stamps == [bag_io.stamp_to_ns(f.stamp) for f in frames] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
