@@ -310,7 +310,7 @@ def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_ima
             if message.topic == bag_io.TOPIC_IMAGE:
                 recording.image_publish_wall[message.timestamp] = time.monotonic()
 
-        play_bag(player, bag, rate=rate, clock=True, wait=30.0, linger=2.0, progress=progress,
+        play_bag(player, bag, rate=rate, clock=True, wait=30.0, linger=0.0, progress=progress,
                  should_stop=node_died, on_publish=on_publish)
         bar = Progress(num_images, 'outputs') if progress else None
         deadline = time.monotonic() + timeout

@@ -16,7 +16,10 @@ def ros_env(domain_id: int) -> dict[str, str]:
     env = dict(os.environ)
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(ROOT), env.get('PYTHONPATH')) if p)
+    # Appended, so an installed lotus_ros (with generated messages) wins over the source tree;
+    # test/ gives the node process the model double.
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (env.get('PYTHONPATH'), str(ROOT), str(ROOT / 'test')) if p)
     profile = ROOT / 'config' / 'fastdds_profile.xml'
     if profile.exists():
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
