@@ -70,15 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     aligner = MetricAligner('disparity')
     frame = [0]
 
+    cloud = points.reshape(-1, 3)[rng.choice(h * w, size=min(20000, h * w // 4), replace=False)]
+
     def update():
         frame[0] += 1
         return aligner.update(pred, 0.1 * frame[0], sparse_depth=sparse)
+
+    def update_points():
+        frame[0] += 1
+        return aligner.update(pred, 0.1 * frame[0], points=cloud, intrinsics=intr)
 
     size = f'{w}x{h}'
     cases = [
         ('fit_affine (30% outliers)', 'N=1000', lambda: fit_affine(p1k, z1k), '2'),
         ('fit_affine (30% outliers)', 'N=10000', lambda: fit_affine(p10k, z10k), '10'),
         ('MetricAligner.update (sparse map)', f'{size}, {lin.size} px', update, '-'),
+        ('MetricAligner.update (points)', f'{size}, {len(cloud)} pts', update_points, '-'),
         ('apply_affine disparity', size,
          lambda: apply_affine(pred, 2.0, 0.05, space='disparity', z_min=0.1, z_max=100.0),
          'few'),

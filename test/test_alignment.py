@@ -329,6 +329,33 @@ def test_sparse_map_at_lower_resolution_maps_pixel_centres():
     assert state.scale == pytest.approx(s, rel=1e-5) and state.shift == pytest.approx(t, abs=1e-5)
 
 
+def test_candidate_filters_against_per_pixel_rules():
+    rng = np.random.default_rng(7)
+    h, w = 16, 24
+    pred = (np.where(np.arange(w)[None, :] < 12, 0.3, 0.7)
+            + 0.004 * rng.random((h, w))).astype(np.float32)
+    pred[:2] = 0.0                      # saturated rows (sky)
+    pred[9, 5] = np.nan
+    depth = rng.uniform(0.5, 20.0, size=(h, w)).astype(np.float32)
+    depth[3, ::3] = 200.0               # beyond z_max
+    depth[4, ::4] = np.nan
+    depth[5, 1::4] = 0.0
+    aligner = MetricAligner('disparity', z_min=0.1, z_max=100.0)
+    p, z = aligner.candidates(pred, sparse_depth=depth)
+    expected = []
+    for v in range(h):
+        for u in range(w):
+            win = [pred[min(max(v + dv, 0), h - 1), min(max(u + du, 0), w - 1)]
+                   for dv in range(-2, 3) for du in range(-2, 3)]
+            zz, pp = depth[v, u], pred[v, u]
+            if (0.1 <= zz <= 100.0 and 0.01 < pp < 0.99 and not np.isnan(win).any()
+                    and max(win) - min(win) < 0.05):
+                expected.append((pp, zz))
+    got = sorted(zip(p.tolist(), z.tolist(), strict=True))
+    np.testing.assert_allclose(got, sorted(expected), rtol=1e-6)
+    assert 150 < len(got) < 240   # 12 usable rows x 20 columns off the edge, minus the rest
+
+
 def test_fixed_scale_and_mode_none():
     p = np.full((4, 4), 0.5)
     fixed = MetricAligner('depth', 'none', fixed_scale=4.0, fixed_shift=1.0)
