@@ -149,3 +149,24 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
     ok = np.isfinite(depth) & np.isfinite(gt)
     assert ok.mean() > 0.9
     assert np.mean(np.abs(depth[ok] - gt[ok]) / gt[ok]) < 0.05
+
+
+def test_process_bag_parameters(tmp_path, capsys):
+    from lotus_ros.process_bag import load_params, main
+
+    path = tmp_path / 'p.yaml'
+    path.write_text('other_node:\n  ros__parameters:\n    drop_frames: true\n'
+                    'lotus:\n  ros__parameters:\n    drop_frames: false\n'
+                    '    alignment:\n      mode: scale\n      z_max: 50\n'
+                    '    qos_overrides:\n      /x:\n        subscription:\n'
+                    '          depth: 3\n')
+    params = load_params([str(path)], ['points.stride:=2'])
+    assert params['drop_frames'] is False
+    assert params['alignment.mode'] == 'scale' and params['alignment.z_max'] == 50.0
+    assert params['points.stride'] == 2
+    with pytest.raises(ValueError, match='alignment.mode'):
+        load_params([], ['alignment.mode:=bogus'])
+    with pytest.raises(ValueError, match='unknown'):
+        load_params([], ['no.such:=1'])
+    assert main([str(tmp_path / 'in'), str(tmp_path / 'out'), '-p', 'points.stride:=0']) == 2
+    assert 'points.stride' in capsys.readouterr().err
