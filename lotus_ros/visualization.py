@@ -9,6 +9,7 @@ import numpy as np
 # Colour for +Inf ("beyond range", REP 117): white is not on turbo/viridis-like maps.
 INF_COLOR = (255, 255, 255)
 NAN_COLOR = (0, 0, 0)
+_PERCENTILE_SAMPLES = 50_000
 
 
 @lru_cache(maxsize=16)
@@ -42,7 +43,10 @@ def colorize_depth(depth: np.ndarray, *, colormap: str = 'turbo',
     if value_range is not None:
         lo, hi = float(value_range[0]), float(value_range[1])
     elif finite.any():
-        lo, hi = (float(x) for x in np.percentile(d[finite], percentiles))
+        # A regular subsample is plenty for a colour range and 5-10x cheaper at 640x480.
+        vals = d[finite]
+        vals = vals[::max(1, vals.size // _PERCENTILE_SAMPLES)]
+        lo, hi = (float(x) for x in np.percentile(vals, percentiles))
     else:
         lo, hi = 0.0, 1.0
     if not hi > lo:
@@ -50,7 +54,7 @@ def colorize_depth(depth: np.ndarray, *, colormap: str = 'turbo',
     scaled = (d - np.float32(lo)) * np.float32(255.0 / (hi - lo))
     np.clip(scaled, 0.0, 255.0, out=scaled)
     scaled[~finite] = 0.0
-    out = lut[(scaled + 0.5).astype(np.uint8)]
+    out = np.take(lut, (scaled + 0.5).astype(np.uint8), axis=0)
     out[~finite] = NAN_COLOR
     out[np.isposinf(d)] = INF_COLOR
     return out
