@@ -310,11 +310,13 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
 def apply_affine(pred_map, scale: float, shift: float, *, space: str, z_min: float,
                  z_max: float, delta: float = 0.01) -> np.ndarray:
     """
-    Metric depth (float32 metres) from a relative prediction: never 0 in the output.
+    Metric depth (float32 metres) from a relative prediction, with REP 117 range semantics.
 
-    Finite results are clipped to [z_min, z_max]. +Inf (REP 117 'beyond range') where the model
-    puts the far end (p <= delta in disparity, p >= 1 - delta in depth) or where s * p + t <= 0
-    in disparity; NaN where p is not finite or the scale is unusable.
+    Depth beyond z_max, where the model puts the far end (p <= delta in disparity, p >= 1 - delta
+    in depth) or where s * p + t <= 0 in disparity is +Inf ('beyond range'); depth below z_min is
+    -Inf ('too close'). Nothing is clipped: a clipped value would be a surface that is not there
+    (a phantom obstacle at z_max for a costmap). NaN where p is not finite, the scale is unusable
+    or depth space gives s * p + t <= 0. Never 0.
     """
     _check_space(space)
     if not 0.0 < z_min < z_max:
@@ -324,18 +326,17 @@ def apply_affine(pred_map, scale: float, shift: float, *, space: str, z_min: flo
         return np.full(p.shape, np.nan, dtype=np.float32)
     y = p * np.float32(scale)
     y += np.float32(shift)
-    if space == 'disparity':
-        out = np.empty_like(y)
-        with np.errstate(divide='ignore'):
+    with np.errstate(divide='ignore', invalid='ignore'):
+        if space == 'disparity':
+            out = np.empty_like(y)
             np.divide(np.float32(1.0), y, out=out)
-        np.clip(out, z_min, z_max, out=out)
-        with np.errstate(invalid='ignore'):
-            far = (y <= 0.0) | (p <= delta)
-    else:
-        out = y
-        np.clip(out, z_min, z_max, out=out)
-        with np.errstate(invalid='ignore'):
-            far = p >= 1.0 - delta
+            far = (y <= 0.0) | (p <= delta) | (out > z_max)
+        else:
+            out = y
+            np.copyto(out, np.float32(np.nan), where=y <= 0.0)
+            far = (p >= 1.0 - delta) | (out > z_max)
+        near = out < z_min
+    np.copyto(out, np.float32(-np.inf), where=near)
     np.copyto(out, np.float32(np.inf), where=far)
     return out
 

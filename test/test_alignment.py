@@ -227,17 +227,21 @@ def test_apply_guards_and_conventions():
     assert np.isposinf(out[1:5]).all()
     assert out[5] == pytest.approx(10.0, rel=1e-5)
     assert out[6] == pytest.approx(1 / 0.495, rel=1e-5) and out[7] == pytest.approx(2.0)
-    # Tiny positive disparity clips at z_max, huge disparity at z_min.
+    # REP 117: beyond z_max is +Inf, closer than z_min is -Inf; nothing is clipped.
     out = apply_affine(np.array([0.3, 0.9], np.float32), 1e-6, 1e-7, space='disparity',
                        z_min=0.1, z_max=50.0)
-    assert out[0] == pytest.approx(50.0) and out[1] == pytest.approx(50.0)
+    assert np.isposinf(out).all()
     out = apply_affine(np.array([0.5], np.float32), 1000.0, 0.0, space='disparity', z_min=0.1,
                        z_max=50.0)
-    assert out[0] == pytest.approx(0.1)
-    # Depth space: far end (p >= 1 - delta) is +Inf, negative depth clips to z_min.
+    assert np.isneginf(out[0])
+    # Depth space: far end (p >= 1 - delta) is +Inf, negative depth is invalid (NaN), depth in
+    # (0, z_min) is too close (-Inf).
     out = apply_affine(p, 10.0, -3.0, space='depth', z_min=0.1, z_max=50.0)
     assert np.isnan(out[0]) and np.isposinf(out[6:]).all()
-    assert out[1] == pytest.approx(0.1) and out[4] == pytest.approx(2.0)
+    assert np.isnan(out[1]) and np.isnan(out[2]) and out[4] == pytest.approx(2.0)
+    out = apply_affine(np.array([0.5], np.float32), 1.0, -0.45, space='depth', z_min=0.1,
+                       z_max=50.0)
+    assert np.isneginf(out[0])
     # Unusable scale gives NaN, not zeros.
     assert np.isnan(apply_affine(p, 0.0, 0.1, space='depth', z_min=0.1, z_max=50.0)).all()
 
