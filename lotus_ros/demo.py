@@ -428,7 +428,7 @@ def contact_sheet(frame: SyntheticFrame, outputs: dict[str, Any]) -> np.ndarray:
     rel = outputs.get('depth/relative')
     if rel is not None:
         values = _image_array(rel)
-        panels.append(_label(colorize_depth(-values), 'relative (near = warm)'))
+        panels.append(_label(colorize_depth(-values), 'relative (far = warm)'))
     else:
         panels.append(_label(blank, 'no relative depth'))
     metric = outputs.get('depth/image')
@@ -537,7 +537,8 @@ def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
-    lines += [f'Models: depth `{models[0]}`, normal `{models[1] or "(none)"}`', '',
+    lines += [f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}` '
+              '(an engine_factory parameter replaces both)', '',
               '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '

@@ -119,3 +119,36 @@ def test_ply_and_side_view_helpers(tmp_path):
     ys, xs = np.nonzero(view[..., 0] == 255)
     order = np.argsort(xs)
     assert len(xs) == 3 and ys[order[1]] == ys.max()
+
+
+@needs_node
+def test_summary_numbers_against_ground_truth(tmp_path):
+    """With a model double that knows the true disparity the summary must report small errors."""
+    from model_double import save_truth
+
+    from lotus_ros.synthetic import render_sequence
+
+    frames, w, h = 8, 128, 96
+    save_truth(render_sequence(frames, width=w, height=h), tmp_path / 'truth.npz')
+    (tmp_path / 'double.yaml').write_text(
+        '/**:\n  ros__parameters:\n    engine_factory: model_double:make_engine\n')
+    env = ros_env(fresh_domain_id())
+    env['LOTUS_DOUBLE_TRUTH'] = str(tmp_path / 'truth.npz')
+    result = subprocess.run(
+        [sys.executable, '-m', 'lotus_ros.demo', '--output', str(tmp_path / 'out'),
+         '--frames', str(frames), '--width', str(w), '--height', str(h), '--rate', '2',
+         '--depth-model', '', '--normal-model', '', '--params', str(tmp_path / 'double.yaml'),
+         '--domain-id', env['ROS_DOMAIN_ID'], '--no-progress', '--timeout', '60'],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {}
+    for line in (tmp_path / 'out' / 'summary.md').read_text().splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) == 3:
+            rows[cells[0]] = cells[1]
+    assert 'meaningless' not in (tmp_path / 'out' / 'summary.md').read_text()
+    assert rows['frames out (depth/relative)'] == str(frames)
+    assert int(rows['frames with metric depth (depth/image)']) >= frames - 2
+    assert float(rows['metric depth AbsRel (mean over frames)']) < 0.03
+    assert float(rows['alignment scale error (median)'].rstrip(' %')) < 5.0
+    assert float(rows['metric depth coverage'].rstrip(' %')) > 90.0
