@@ -110,6 +110,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
     checkpoints).
     """
     from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import PointCloud2
 
     from lotus_ros.image_conversions import ImageConversionError
     from lotus_ros.node import load_engine
@@ -144,6 +145,11 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
             sparse = sparse_cache.nearest(stamp_ns,
                                           int(params['alignment.max_time_difference'] * 1e9))
             inputs.sparse = sparse[1] if sparse else None
+            if isinstance(inputs.sparse, PointCloud2) and inputs.sparse.header.frame_id \
+                    not in ('', image.header.frame_id):
+                # No tf offline: the node's static fallback, alignment.points_transform.
+                v = params['alignment.points_transform']
+                inputs.points_transform = (tuple(v[:3]), tuple(v[3:]))
         counts['images'] += 1
         try:
             result = processor.process(inputs)

@@ -142,4 +142,4 @@ def test_bad_arguments():
 def test_fast_enough():
     start = time.perf_counter()
     render_sequence(20, width=320, height=240)
-    assert time.perf_counter() - start < 6.0
+    assert time.perf_counter() - start < 10.0  # ~1 s here; a per-pixel loop takes minutes
