@@ -328,7 +328,14 @@ def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_ima
                 raise DemoError(f'only {done} of {num_images} frames came out within '
                                 f'{timeout:.0f} s; see {log_path}')
             time.sleep(0.05)
-        time.sleep(0.5)  # outputs published after depth/relative in the same frame
+        # The other outputs of the last frame are published after depth/relative: wait until
+        # nothing new arrives for half a second.
+        total, settled = -1, time.monotonic()
+        while time.monotonic() - settled < 0.5 and time.monotonic() < deadline + 5.0:
+            now_total = sum(recorder.count(name) for name in OUTPUT_TOPICS)
+            if now_total != total:
+                total, settled = now_total, time.monotonic()
+            time.sleep(0.05)
         player.destroy_node()
         return recording
     finally:

@@ -11,7 +11,9 @@ nodes running with use_sim_time. On a ROS install `ros2 bag play BAG --clock` do
 QoS: publishers are reliable, keep-last (--depth, default 100) by default so that a replay into
 a reliable or best-effort subscriber loses nothing the DDS layer can deliver; --best-effort mimics
 a live sensor driver. Before the first message the player waits (--wait, seconds) until every
-topic it publishes has a subscriber, and at the end (--linger, seconds) until reliable messages
+topic it publishes has a subscriber, then --delay seconds more (discovery is not symmetric: the
+subscriber may not have matched the player yet, and a volatile reader misses what came before),
+and at the end (--linger, seconds) until reliable messages
 are acknowledged (Fast DDS may take up to its 3 s heartbeat period to acknowledge).
 """
 
@@ -68,7 +70,8 @@ def _remap(topic: str, remaps: dict[str, str]) -> str:
 
 def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
              topics: Iterable[str] | None = None, remaps: dict[str, str] | None = None,
-             reliable: bool = True, depth: int = 100, wait: float = 5.0, linger: float = 3.0,
+             reliable: bool = True, depth: int = 100, wait: float = 5.0, delay: float = 0.5,
+             linger: float = 3.0,
              clock_hz: float = 100.0, progress: bool = True,
              should_stop: Callable[[], bool] | None = None,
              on_publish: Callable[[bag_io.BagMessage], None] | None = None) -> dict[str, int]:
@@ -100,6 +103,7 @@ def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
         if all(p.get_subscription_count() > 0 for p in publishers.values()):
             break
         time.sleep(0.02)
+    time.sleep(delay)
 
     def publish_clock(ns: int) -> None:
         msg = Clock()
@@ -174,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--depth', type=int, default=100, help='publisher queue depth')
     parser.add_argument('--wait', type=float, default=5.0,
                         help='seconds to wait for subscribers before playing')
+    parser.add_argument('--delay', type=float, default=0.5,
+                        help='seconds to wait after the subscribers are seen, before playing')
     parser.add_argument('--linger', type=float, default=3.0,
                         help='seconds to wait at the end for reliable subscribers to acknowledge')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar on stderr')
@@ -197,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = play_bag(node, args.bag, rate=args.rate, clock=args.clock, topics=args.topics,
                           remaps=remaps, reliable=not args.best_effort, depth=args.depth,
-                          wait=args.wait, linger=args.linger, progress=not args.no_progress)
+                          wait=args.wait, delay=args.delay, linger=args.linger,
+                          progress=not args.no_progress)
     except ValueError as exc:
         print(f'lotus_ros.player: {exc}', file=sys.stderr)
         return 2

@@ -149,6 +149,8 @@ def test_summary_numbers_against_ground_truth(tmp_path):
     assert 'meaningless' not in (tmp_path / 'out' / 'summary.md').read_text()
     assert rows['frames out (depth/relative)'] == str(frames)
     assert int(rows['frames with metric depth (depth/image)']) >= frames - 2
+    # every metric frame has a cloud: needs camera_info for every frame, none lost at start
+    assert rows['point clouds (points)'] == rows['frames with metric depth (depth/image)']
     assert float(rows['metric depth AbsRel (mean over frames)']) < 0.03
     assert float(rows['alignment scale error (median)'].rstrip(' %')) < 5.0
     assert float(rows['metric depth coverage'].rstrip(' %')) > 90.0
