@@ -216,7 +216,8 @@ def declare_parameters(node) -> dict[str, Any]:
                 desc.integer_range = [IntegerRange(from_value=int(spec.min),
                                                    to_value=int(spec.max), step=0)]
         elif isinstance(d, float):
-            desc.type = ParameterType.PARAMETER_DOUBLE
+            # users write `-p x:=1` for a double: accept integers too (validate() checks)
+            desc.dynamic_typing = True
             if spec.min is not None:
                 desc.floating_point_range = [FloatingPointRange(
                     from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
@@ -227,6 +228,8 @@ def declare_parameters(node) -> dict[str, Any]:
                     repr(c) for c in spec.choices)
         elif isinstance(d, list):
             desc.type = ParameterType.PARAMETER_DOUBLE_ARRAY
-        param = node.declare_parameter(spec.name, d, desc)
-        values[spec.name] = param.value
+        value = node.declare_parameter(spec.name, d, desc).value
+        if isinstance(d, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        values[spec.name] = value
     return values
