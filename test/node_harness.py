@@ -1,0 +1,191 @@
+"""
+Run the installed lotus_node as its own process and talk to it from an rclpy client.
+
+Each test gets its own ROS_DOMAIN_ID so tests (and other people's runs on the machine) never see
+each other's topics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+_domains = itertools.count()
+_BASE = 101 + (os.getpid() % 40) * 2
+
+
+def node_executable() -> str:
+    try:
+        from ament_index_python.packages import get_package_prefix
+        exe = Path(get_package_prefix('lotus_ros')) / 'lib' / 'lotus_ros' / 'lotus_node'
+    except Exception:  # package not built / not sourced
+        exe = None
+    if exe is None or not exe.exists():
+        pytest.skip('lotus_node is not installed: run `make build` and source install/setup.bash')
+    return str(exe)
+
+
+def next_domain() -> int:
+    return _BASE + next(_domains) % 50
+
+
+def reliable(depth: int = 50) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
+    if isinstance(v, str):
+        return v if v else "''"
+    return repr(v)
+
+
+class NodeProcess:
+    """The node under test; stderr/stdout go to a file read by `log()`."""
+
+    def __init__(self, tmp_path: Path, domain: int, params: dict | None = None,
+                 env: dict | None = None, remaps: dict | None = None):
+        args = [node_executable(), '--ros-args']
+        for k, v in {'engine_factory': 'model_double:make_engine', **(params or {})}.items():
+            args += ['-p', f'{k}:={_value(v)}']
+        for k, v in (remaps or {}).items():
+            args += ['-r', f'{k}:={v}']
+        e = dict(os.environ)
+        e['ROS_DOMAIN_ID'] = str(domain)
+        e['PYTHONPATH'] = str(HERE) + os.pathsep + e.get('PYTHONPATH', '')
+        e.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_profile.xml'))
+        e['PYTHONUNBUFFERED'] = '1'
+        e.update(env or {})
+        self.log_path = tmp_path / f'node_{domain}.log'
+        self._log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen(args, env=e, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=str(tmp_path))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors='replace')
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024.0
+        return float('nan')
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 5.0) -> tuple[int | None, float]:
+        """Send `sig`; return (exit code, seconds until exit) or (None, timeout) and kill."""
+        if not self.alive():
+            return self.proc.returncode, 0.0
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None, timeout
+        finally:
+            self._log.close()
+        return rc, time.monotonic() - t0
+
+
+class Client:
+    """An rclpy node in its own context and domain, spun in a background thread."""
+
+    def __init__(self, domain: int, name: str = 'lotus_test_client'):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down under us at the end of a test
+            pass
+
+    def publisher(self, msg_type, topic: str, qos=None):
+        return self.node.create_publisher(msg_type, topic, qos or reliable(10))
+
+    def subscribe(self, msg_type, topic: str, qos=None):
+        self.received.setdefault(topic, [])
+
+        def cb(msg, topic=topic):
+            with self._lock:
+                self.received[topic].append((time.time(), msg))
+        return self.node.create_subscription(msg_type, topic, cb, qos or reliable(50))
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return [m for _, m in self.received.get(topic, [])]
+
+    def timed(self, topic: str) -> list:
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def clear(self) -> None:
+        with self._lock:
+            for v in self.received.values():
+                v.clear()
+
+    def wait_for(self, predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(period)
+        return predicate()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def header_at(stamp: float, frame_id: str = 'camera_optical') -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec = int(stamp)
+    h.stamp.nanosec = int(round((stamp - int(stamp)) * 1e9)) % 1_000_000_000
+    return h
+
+
+def camera_info(k: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
+    return CameraInfo(header=header, width=width, height=height, distortion_model='plumb_bob',
+                      d=[0.0] * 5, k=[float(v) for v in k.ravel()],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[float(k[0, 0]), 0.0, float(k[0, 2]), 0.0, 0.0, float(k[1, 1]),
+                         float(k[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def diagnostics_values(client: Client) -> dict[str, str]:
+    """Key/values of the newest pipeline status on /diagnostics."""
+    for arr in reversed(client.messages('/diagnostics')):
+        for st in arr.status:
+            if st.name.endswith('pipeline'):
+                return {kv.key: kv.value for kv in st.values}
+    return {}
