@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ['LotusEngine', 'LotusPrediction', 'ModelLoadError', 'TASK_EMBEDDING', 'TIMESTEP',
-           'processing_size']
+           'processing_size', 'resolve_checkpoint']
 
 _LOG = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _hub_offline(local_files_only: bool) -> bool:
     return local_files_only or env in ('1', 'ON', 'YES', 'TRUE')
 
 
-def _resolve(model: str, local_files_only: bool) -> Path:
+def resolve_checkpoint(model: str, local_files_only: bool = False) -> Path:
     """Return a local folder for a folder path or a hub id (downloading only what is needed)."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -323,7 +323,7 @@ class LotusEngine:
         for name, model in (('depth', depth_model), ('normal', normal_model)):
             if model is None:
                 continue
-            folder = _resolve(str(model), local_files_only)
+            folder = resolve_checkpoint(str(model), local_files_only)
             variants = _check_folder(folder, str(model))
             unet = _load_component(UNet2DConditionModel.from_pretrained, folder, 'unet',
                                    str(model), torch_dtype=dt, variant=variants['unet'])

@@ -93,15 +93,19 @@ def _bytes_to_unicode() -> list[str]:
     return chars
 
 
-def _write_tokenizer(folder: Path) -> dict[str, int]:
-    """Write a CLIP BPE tokenizer (vocab.json, merges.txt); return its vocabulary."""
+def _vocab() -> dict[str, int]:
     alphabet = _bytes_to_unicode()
     tokens = alphabet + [c + '</w>' for c in alphabet]
     tokens += [m.replace(' ', '') for m in _MERGES]
     tokens += [_BOS, _EOS]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def _write_tokenizer(folder: Path) -> None:
+    """Write a CLIP BPE tokenizer as the released checkpoints ship it (vocab.json, merges.txt)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'vocab.json').write_text(json.dumps(vocab, ensure_ascii=False), encoding='utf-8')
+    (folder / 'vocab.json').write_text(json.dumps(_vocab(), ensure_ascii=False),
+                                       encoding='utf-8')
     (folder / 'merges.txt').write_text('#version: 0.2\n' + '\n'.join(_MERGES) + '\n',
                                        encoding='utf-8')
     special = {'bos_token': _BOS, 'eos_token': _EOS, 'unk_token': _EOS, 'pad_token': _EOS}
@@ -109,7 +113,49 @@ def _write_tokenizer(folder: Path) -> dict[str, int]:
     config = dict(special, tokenizer_class='CLIPTokenizer', model_max_length=77,
                   do_lower_case=True)
     (folder / 'tokenizer_config.json').write_text(json.dumps(config, indent=2))
-    return vocab
+
+
+def _check_size(size: str) -> dict:
+    if size not in _SIZES:
+        raise ValueError(f'size must be one of {sorted(_SIZES)}, got {size!r}')
+    return _SIZES[size]
+
+
+def build_vae(size: str = 'tiny', seed: int = 0):
+    """Return a randomly initialised AutoencoderKL (4 blocks: VAE factor 8)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=('DownEncoderBlock2D',) * 4, up_block_types=('UpDecoderBlock2D',) * 4,
+        scaling_factor=0.18215, **_check_size(size)['vae'])
+
+
+def build_unet(size: str = 'tiny', seed: int = 0):
+    """Return a randomly initialised Lotus-D UNet (4 latent channels in, task projection)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        in_channels=4, out_channels=4, class_embed_type='projection',
+        projection_class_embeddings_input_dim=4, use_linear_projection=True,
+        **_check_size(size)['unet'])
+
+
+def build_text_encoder(size: str = 'tiny', seed: int = 0):
+    """Return a randomly initialised CLIP text encoder matching the tokenizer written here."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = _vocab()
+    # 'full' keeps SD2's embedding table size (49408 rows); rows past our vocabulary go unused.
+    vocab_size = 49408 if size == 'full' else len(vocab)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size, max_position_embeddings=77, hidden_act='gelu',
+        bos_token_id=vocab[_BOS], eos_token_id=vocab[_EOS], pad_token_id=vocab[_EOS],
+        **_check_size(size)['text'])
+    return CLIPTextModel(config)
 
 
 def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
@@ -120,46 +166,20 @@ def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
     `seed` drives the UNet and text encoder weights, `vae_seed` the VAE weights, so two
     checkpoints written with the same `vae_seed` carry identical VAEs like the published depth
     and normal checkpoints do. `depth_space` ('disparity' or 'depth') is recorded in
-    model_index.json as a hint for the engine.
+    model_index.json as a hint for the engine. Components are built and saved one at a time
+    to bound memory for the full size.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    if size not in _SIZES:
-        raise ValueError(f'size must be one of {sorted(_SIZES)}, got {size!r}')
+    _check_size(size)
     if depth_space not in (None, 'disparity', 'depth'):
         raise ValueError(f"depth_space must be 'disparity', 'depth' or None, got {depth_space!r}")
-    dims = _SIZES[size]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-
-    vocab = _write_tokenizer(folder / 'tokenizer')
-    # 'full' keeps SD2's embedding table size (49408 rows); rows past our vocabulary go unused.
-    vocab_size = 49408 if size == 'full' else len(vocab)
-
-    torch.manual_seed(vae_seed)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=('DownEncoderBlock2D',) * 4, up_block_types=('UpDecoderBlock2D',) * 4,
-        scaling_factor=0.18215, **dims['vae'])
-    vae.save_pretrained(folder / 'vae', safe_serialization=True)
-    del vae
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        in_channels=4, out_channels=4, class_embed_type='projection',
-        projection_class_embeddings_input_dim=4, use_linear_projection=True, **dims['unet'])
-    unet.save_pretrained(folder / 'unet', safe_serialization=True)
-    del unet
-
-    torch.manual_seed(seed + 1)
-    config = CLIPTextConfig(
-        vocab_size=vocab_size, max_position_embeddings=77, hidden_act='gelu',
-        bos_token_id=vocab[_BOS], eos_token_id=vocab[_EOS], pad_token_id=vocab[_EOS],
-        **dims['text'])
-    encoder = CLIPTextModel(config)
-    encoder.save_pretrained(folder / 'text_encoder', safe_serialization=True)
-    del encoder
+    _write_tokenizer(folder / 'tokenizer')
+    for name, build, component_seed in (('vae', build_vae, vae_seed), ('unet', build_unet, seed),
+                                         ('text_encoder', build_text_encoder, seed + 1)):
+        module = build(size, component_seed)
+        module.save_pretrained(folder / name, safe_serialization=True)
+        del module
 
     index = {
         '_class_name': 'LotusDPipeline',

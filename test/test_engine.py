@@ -302,3 +302,14 @@ def test_warmup_and_fp32_default_on_cpu(tiny_lotus):
     assert eng.device.type == ('cuda' if torch.cuda.is_available() else 'cpu')
     if eng.device.type == 'cpu':
         assert eng.dtype == torch.float32 and eng.memory_stats() == {}
+
+
+def test_benchmark_smoke(tiny_lotus, capsys):
+    from lotus_ros.benchmark import main
+
+    folder = str(tiny_lotus['depth'])
+    assert main(['--depth-model', folder, '--normal-model', folder, '--resolutions', '40x56',
+                 '--repeats', '1', '--warmup', '0', '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    for word in ('unet_normal', 'frames/s', 'peak RSS MB', 'engine / baseline (d+n)'):
+        assert word in out
