@@ -1,0 +1,186 @@
+"""Lazy mode, runtime parameters, sim time, model-load failure and clean shutdown (group 5)."""
+
+import signal
+import threading
+import time
+
+from node_harness import (
+    Client,
+    NodeProcess,
+    diagnostics_values,
+    header_at,
+    next_domain,
+    node_executable,
+)
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from sensor_msgs.msg import Image
+
+from lotus_ros.image_conversions import array_to_image, image_to_array
+
+RGB = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+
+class Feeder:
+    """Publish images at a fixed rate in the background (a camera)."""
+
+    def __init__(self, pub, rate=20.0, stamp_fn=time.time):
+        self.pub, self.period, self.stamp_fn = pub, 1.0 / rate, stamp_fn
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.pub.publish(array_to_image(RGB, 'rgb8', header_at(self.stamp_fn())))
+            time.sleep(self.period)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(2)
+
+
+def start(tmp_path, params=None, env=None):
+    from diagnostic_msgs.msg import DiagnosticArray
+    domain = next_domain()
+    node = NodeProcess(tmp_path, domain, {'alignment.source': 'none', **(params or {})}, env)
+    client = Client(domain)
+    client.subscribe(DiagnosticArray, '/diagnostics')
+    pub = client.publisher(Image, 'image')
+    assert client.wait_for(lambda: pub.get_subscription_count() > 0, 30), node.log()
+    assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
+    return node, client, pub
+
+
+def set_params(client, **values):
+    cli = client.node.create_client(SetParameters, '/lotus/set_parameters')
+    assert cli.wait_for_service(timeout_sec=10)
+    req = SetParameters.Request()
+    for name, v in values.items():
+        name = name.replace('__', '.')
+        if isinstance(v, bool):
+            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+        elif isinstance(v, int):
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+        elif isinstance(v, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
+        req.parameters.append(Parameter(name=name, value=pv))
+    future = cli.call_async(req)
+    deadline = time.monotonic() + 10
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert future.done()
+    return future.result().results
+
+
+def test_lazy_mode_runs_no_inference_without_subscribers(tmp_path):
+    node, client, pub = start(tmp_path)
+    feeder = Feeder(pub)
+    try:
+        time.sleep(2.5)
+        diag = diagnostics_values(client)
+        assert diag['frames_processed'] == '0' and int(diag['frames_skipped_lazy']) > 10, diag
+        assert not any(k.startswith('stage_inference') for k in diag)
+        client.subscribe(Image, 'depth/relative')
+        assert client.wait_for(lambda: len(client.messages('depth/relative')) >= 3, 10)
+        assert client.wait_for(
+            lambda: int(diagnostics_values(client).get('frames_processed', 0)) > 0, 3)
+    finally:
+        feeder.stop()
+        client.close()
+        node.stop()
+
+
+def test_runtime_parameters_accepted_and_rejected(tmp_path):
+    node, client, pub = start(tmp_path, {'lazy': False})
+    feeder = Feeder(pub)
+    try:
+        client.subscribe(Image, 'depth/colored')
+        client.subscribe(Image, 'depth/relative')
+        assert client.wait_for(lambda: len(client.messages('depth/colored')) >= 2, 10)
+        first = image_to_array(client.messages('depth/colored')[-1])
+        assert not (first[..., 0] == first[..., 1]).all()     # turbo is not grey
+
+        [r] = set_params(client, visualization__colormap='gray')
+        assert r.successful, r.reason
+        [r] = set_params(client, publish__relative=False)
+        assert r.successful, r.reason
+        time.sleep(0.5)
+        client.clear()
+        assert client.wait_for(lambda: len(client.messages('depth/colored')) >= 3, 10)
+        grey = image_to_array(client.messages('depth/colored')[-1])
+        assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+        assert client.messages('depth/relative') == []
+
+        for values, words in (({'visualization__colormap': 'rainbowz'}, 'one of'),
+                              ({'alignment__z_min': 500.0}, 'smaller than'),
+                              ({'points__stride': 0}, ''),
+                              ({'device': 'cuda'}, ''),
+                              ({'alignment__max_age': 'soon'}, '')):
+            [r] = set_params(client, **values)
+            assert not r.successful, values
+            assert words in r.reason and r.reason, (values, r.reason)
+        assert node.alive()
+    finally:
+        feeder.stop()
+        client.close()
+        node.stop()
+
+
+def test_sim_time_keeps_input_stamps(tmp_path):
+    from rosgraph_msgs.msg import Clock
+    node, client, pub = start(tmp_path, {'use_sim_time': True})
+    clock_pub = client.publisher(Clock, '/clock')
+    sim = [500.0]
+    feeder = Feeder(pub, stamp_fn=lambda: sim[0] - 0.05)
+    try:
+        client.subscribe(Image, 'depth/relative')
+        for _ in range(60):
+            sim[0] += 0.05
+            clock_pub.publish(Clock(clock=header_at(sim[0]).stamp))
+            time.sleep(0.05)
+        msgs = client.messages('depth/relative')
+        assert len(msgs) > 5
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
+        assert all(495 < s < 510 for s in stamps)                  # input (sim) stamps
+        diag = diagnostics_values(client)
+        assert 0.0 <= float(diag['latency_p50_s']) < 1.0, diag     # measured on the sim clock
+    finally:
+        feeder.stop()
+        client.close()
+        node.stop()
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_clean_shutdown_while_busy(tmp_path, sig):
+    node, client, pub = start(tmp_path, {'lazy': False}, env={'LOTUS_DOUBLE_DELAY': '0.8'})
+    feeder = Feeder(pub)
+    try:
+        time.sleep(1.5)   # the worker is inside a slow predict now
+    finally:
+        feeder.stop()
+        client.close()
+    rc, took = node.stop(sig)
+    assert rc == 0 and took < 2.0, (rc, took, node.log())
+    assert 'Traceback' not in node.log()
+
+
+def test_model_load_failure_exits_with_one_line(tmp_path):
+    import subprocess
+    node = NodeProcess(tmp_path, next_domain(), env={'LOTUS_DOUBLE_FAIL': '1'})
+    rc = node.proc.wait(30)
+    lines = [ln for ln in node.log().splitlines() if ln.strip()]
+    assert rc != 0 and len(lines) == 1 and 'cannot load the model' in lines[0], lines
+
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [node_executable(), '--ros-args', '-p', f'depth_model:={tmp_path}/missing',
+         '-p', "normal_model:=''", '-p', 'local_files_only:=true', '-p', 'device:=cpu'],
+        capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    assert res.returncode != 0 and time.monotonic() - t0 < 30
+    assert len(lines) == 1 and 'missing' in lines[0], lines
