@@ -1,0 +1,104 @@
+"""Parameter table, validation rules, config/lotus.yaml coverage and rclpy declaration."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lotus_ros.parameters import SPECS, defaults, validate, validate_set
+
+CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'lotus.yaml'
+
+
+def flatten(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_config_lists_every_parameter_with_a_comment():
+    values = flatten(yaml.safe_load(CONFIG.read_text())['/**']['ros__parameters'])
+    assert set(values) == {s.name for s in SPECS}
+    for name, value in values.items():
+        assert validate(name, value) is None, name
+        assert value == defaults()[name], name
+    lines = CONFIG.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() and not line.strip().startswith('#') and not line.endswith(':') \
+                and i > 0:
+            assert lines[i - 1].strip().startswith('#'), f'no comment above: {line}'
+
+
+def test_defaults_are_consistent():
+    d = defaults()
+    assert validate_set(d) is None
+    for s in SPECS:
+        assert s.description and validate(s.name, s.default) is None, s.name
+        if s.min is not None:
+            assert s.min <= s.default <= s.max, s.name
+        if s.choices is not None:
+            assert s.default in s.choices, s.name
+
+
+@pytest.mark.parametrize('name,value,words', [
+    ('points.stride', 0, '>= 1'),
+    ('points.stride', 2.5, 'expects int'),
+    ('alignment.mode', 'affine', 'one of'),
+    ('visualization.colormap', 'rainbowz', 'one of'),
+    ('alignment.max_time_difference', -0.1, '>= 0'),
+    ('alignment.z_max', float('nan'), 'finite'),
+    ('lazy', 'yes', 'expects bool'),
+    ('alignment.points_transform', [0, 0, 0, 0, 0, 0, 2.0], 'unit length'),
+    ('alignment.points_transform', [0, 0, 0], '7 numbers'),
+    ('alignment.fixed_scale', -1.0, '>= 0'),
+])
+def test_invalid_values_are_rejected_with_reason(name, value, words):
+    reason = validate(name, value)
+    assert reason is not None and words in reason
+
+
+def test_runtime_rules():
+    assert validate('visualization.colormap', 'gray', running=True) is None
+    assert validate('alignment.z_min', 1, running=True) is None      # int for a double is fine
+    assert 'restart' in validate('device', 'cuda', running=True)
+    assert 'restart' in validate('image_transport', 'compressed', running=True)
+    assert validate('qos_overrides./image.subscription.depth', 3, running=True) is None
+    bad = dict(defaults(), **{'alignment.z_min': 50.0, 'alignment.z_max': 10.0})
+    assert 'z_min' in validate_set(bad)
+    bad = dict(defaults(), **{'visualization.depth_min': 5.0, 'visualization.depth_max': 1.0})
+    assert 'depth_min' in validate_set(bad)
+    bad = dict(defaults(), depth_model='', normal_model='')
+    assert 'nothing to run' in validate_set(bad)
+
+
+def test_declared_on_a_real_node_with_descriptors():
+    rclpy = pytest.importorskip('rclpy')
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from lotus_ros.parameters import declare_parameters
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=['--ros-args', '-p', 'points.min_depth:=1',
+                                  '-p', 'points.stride:=4'])
+    try:
+        node = Node('param_test', context=ctx)
+        values = declare_parameters(node)
+        assert values['points.min_depth'] == 1.0 and isinstance(values['points.min_depth'],
+                                                                float)
+        assert values['points.stride'] == 4
+        desc = node.describe_parameter('points.stride')
+        assert desc.integer_range[0].from_value == 1 and not desc.read_only
+        assert node.describe_parameter('device').read_only
+        res = node.set_parameters([Parameter('points.stride', value=1000)])[0]
+        assert not res.successful
+        res = node.set_parameters([Parameter('device', value='cuda')])[0]
+        assert not res.successful
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
