@@ -136,6 +136,8 @@ class ReleasedBaseline:
             image = image[0].permute(1, 2, 0).float().cpu().numpy()
             outputs[name] = image.mean(axis=-1) if name == 'depth' else image * 2 - 1
             self._mark(timings, 'postprocess', now)
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()  # the released inference loop does this every frame
         timings['total'] = time.perf_counter() - begin
         self.last_outputs = outputs
         return timings

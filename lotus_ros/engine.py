@@ -279,7 +279,7 @@ class LotusEngine:
 
     @property
     def shared_vae(self) -> bool:
-        """Whether depth and normal run through one VAE (one encode, one batched decode)."""
+        """Whether depth and normal share one VAE, encoding each frame once."""
         return len(self._tasks) == 2 and len(self._vaes) == 1
 
     @classmethod
