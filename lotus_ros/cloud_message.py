@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
+from lotus_ros.image_conversions import as_byte_array
 from lotus_ros.pointcloud import PackedCloud
 
 _XYZ_TYPES = {PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
@@ -32,7 +33,7 @@ def packed_to_msg(cloud: PackedCloud, header=None) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step = int(cloud.point_step)
     msg.row_step = int(cloud.row_step)
-    msg.data = np.ascontiguousarray(cloud.data).tobytes()
+    msg.data = as_byte_array(cloud.data)
     msg.is_dense = bool(cloud.is_dense)
     return msg
 

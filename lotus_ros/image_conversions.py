@@ -9,6 +9,7 @@ pipeline.
 
 from __future__ import annotations
 
+import array
 import sys
 
 import cv2
@@ -198,8 +199,15 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     msg.encoding = encoding
     msg.is_bigendian = sys.byteorder == 'big'
     msg.step = int(a.shape[1] * channels * dtype.itemsize)
-    msg.data = a.tobytes()
+    msg.data = as_byte_array(a)
     return msg
+
+
+def as_byte_array(a: np.ndarray) -> array.array:
+    """Copy an array's bytes once into the array.array('B') that message data fields hold."""
+    out = array.array('B')
+    out.frombytes(memoryview(np.ascontiguousarray(a)).cast('B'))
+    return out
 
 
 def rgb_to_compressed(rgb: np.ndarray, fmt: str = 'jpeg', header=None,

@@ -10,6 +10,7 @@ sensor_msgs outputs with the input image's header (REP 117 semantics for depth: 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 import time
 from typing import Any
@@ -91,6 +92,7 @@ class FrameProcessor:
             self.params.update(params)
         self.aligner = self._make_aligner()
         self._alignment_type = _alignment_msg_type()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -225,9 +227,12 @@ class FrameProcessor:
             res.timings['model.' + k] = float(v)
 
         relative = self._resized(pred.depth, w, h) if pred.depth is not None else None
-        normals = None
+        # normal and visual outputs are independent of the metric path: build them on the
+        # other core (numpy releases the GIL) while this thread aligns and packs the cloud
+        normal_job = None
         if pred.normal is not None and want_normal:
-            normals = lotus_to_optical(self._resized(pred.normal, w, h))
+            normal_job = self._pool.submit(self._normal_outputs, pred.normal, w, h, wanted,
+                                           header)
         t3 = time.perf_counter()
 
         # metric alignment
@@ -249,8 +254,10 @@ class FrameProcessor:
         res.timings['align'] = t4 - t3
 
         out = res.outputs
-        if relative is not None and 'depth/relative' in wanted:
-            out['depth/relative'] = array_to_image(relative, '32FC1', header)
+        visual_job = None
+        if relative is not None and {'depth/relative', 'depth/colored'} & wanted:
+            visual_job = self._pool.submit(self._depth_outputs, relative, metric, wanted,
+                                           header)
         if metric is not None and 'depth/image' in wanted:
             out['depth/image'] = array_to_image(metric, '32FC1', header)
         if metric is not None and 'depth/camera_info' in wanted and intr is not None:
@@ -259,17 +266,15 @@ class FrameProcessor:
                 header=header, height=h, width=w, distortion_model=src.distortion_model,
                 d=src.d, k=src.k, r=src.r, p=src.p, binning_x=src.binning_x,
                 binning_y=src.binning_y, roi=src.roi)
-        if relative is not None and 'depth/colored' in wanted:
-            out['depth/colored'] = array_to_image(self._colorize(relative, metric), 'rgb8',
-                                                  header)
-        if normals is not None and 'normal/image' in wanted:
-            out['normal/image'] = array_to_image(normals, '32FC3', header)
-        if normals is not None and 'normal/colored' in wanted:
-            out['normal/colored'] = array_to_image(colorize_normals(normals), 'rgb8', header)
-        t5 = time.perf_counter()
-        res.timings['postprocess'] = (t3 - t2) + (t5 - t4)
+        if state is not None and 'alignment' in wanted and self._alignment_type is not None:
+            out['alignment'] = self._alignment_msg(state, header)
 
+        pack = 0.0
+        normals = None
         if metric is not None and 'points' in wanted and intr is not None:
+            if p['points.normals'] and normal_job is not None:
+                normals = normal_job.result()[0]
+            t5 = time.perf_counter()
             pts = backproject(metric, intr)
             cloud = pack_cloud(
                 pts, rgb=rgb if p['points.color'] else None,
@@ -277,10 +282,31 @@ class FrameProcessor:
                 organized=p['points.organized'], stride=p['points.stride'],
                 min_depth=p['points.min_depth'], max_depth=p['points.max_depth'])
             out['points'] = packed_to_msg(cloud, header)
-        if state is not None and 'alignment' in wanted and self._alignment_type is not None:
-            out['alignment'] = self._alignment_msg(state, header)
-        res.timings['pack'] = time.perf_counter() - t5
+            pack = time.perf_counter() - t5
+        for job in (normal_job, visual_job):
+            if job is not None:
+                out.update(job.result()[1])
+        res.timings['postprocess'] = (t3 - t2) + (time.perf_counter() - t4) - pack
+        res.timings['pack'] = pack
         return res
+
+    def _depth_outputs(self, relative, metric, wanted, header):
+        out = {}
+        if 'depth/relative' in wanted:
+            out['depth/relative'] = array_to_image(relative, '32FC1', header)
+        if 'depth/colored' in wanted:
+            out['depth/colored'] = array_to_image(self._colorize(relative, metric), 'rgb8',
+                                                  header)
+        return None, out
+
+    def _normal_outputs(self, normal_lotus, w, h, wanted, header):
+        normals = lotus_to_optical(self._resized(normal_lotus, w, h))
+        out = {}
+        if 'normal/image' in wanted:
+            out['normal/image'] = array_to_image(normals, '32FC3', header)
+        if 'normal/colored' in wanted:
+            out['normal/colored'] = array_to_image(colorize_normals(normals), 'rgb8', header)
+        return normals, out
 
     def _align(self, relative, stamp, inp, intr, w, h, res) -> AlignmentState:
         src = self.params['alignment.source']
