@@ -184,3 +184,23 @@ def test_model_load_failure_exits_with_one_line(tmp_path):
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
     assert res.returncode != 0 and time.monotonic() - t0 < 30
     assert len(lines) == 1 and 'missing' in lines[0], lines
+
+
+def test_qos_defaults_and_rep2003_overrides(tmp_path):
+    from rclpy.qos import ReliabilityPolicy
+    node, client, pub = start(tmp_path, {
+        'qos_overrides./camera_info.subscription.reliability': 'reliable',
+        'qos_overrides./depth/relative.publisher.depth': 2})
+    try:
+        def qos(kind, topic):
+            get = client.node.get_subscriptions_info_by_topic if kind == 'sub' else \
+                client.node.get_publishers_info_by_topic
+            infos = [i for i in get(topic) if i.node_name == 'lotus']
+            return infos[0].qos_profile if infos else None
+        assert client.wait_for(lambda: qos('pub', '/depth/relative') is not None, 10)
+        assert qos('sub', '/image').reliability == ReliabilityPolicy.BEST_EFFORT
+        assert qos('sub', '/camera_info').reliability == ReliabilityPolicy.RELIABLE
+        assert qos('pub', '/depth/image').reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        client.close()
+        node.stop()
