@@ -130,7 +130,7 @@ def test_fixed_scale_gives_metric_with_semantics(frames, engine):
     near = np.isfinite(d)
     np.testing.assert_allclose(d[near], expect[near], rtol=2e-3)
     assert np.isposinf(d[expect > 5.0]).all()       # beyond range -> +Inf
-    assert not np.isneginf(d).any()
+    assert not np.isneginf(d).any()                   # nothing is closer than z_min here
 
 
 def test_lazy_subset_and_missing_camera_info(frames, engine):
