@@ -155,9 +155,10 @@ def test_sim_time_keeps_input_stamps(tmp_path):
         node.stop()
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_clean_shutdown_while_busy(tmp_path, sig):
-    node, client, pub = start(tmp_path, {'lazy': False}, env={'LOTUS_DOUBLE_DELAY': '0.8'})
+@pytest.mark.parametrize('sig,delay', [(signal.SIGINT, '0.5'), (signal.SIGTERM, '0.5'),
+                                       (signal.SIGINT, '5.0')])
+def test_clean_shutdown_while_busy(tmp_path, sig, delay):
+    node, client, pub = start(tmp_path, {'lazy': False}, env={'LOTUS_DOUBLE_DELAY': delay})
     feeder = Feeder(pub)
     try:
         time.sleep(1.5)   # the worker is inside a slow predict now
