@@ -149,9 +149,9 @@ class LotusNode(Node):
         try:
             import tf2_ros
         except ImportError:
-            self.get_logger().warning(
-                'alignment.use_tf is true but tf2_ros is not installed; using '
-                'alignment.points_transform instead')
+            self.get_logger().info(
+                'tf2_ros is not installed: sparse_points in another frame are moved with '
+                'alignment.points_transform')
             return
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
@@ -231,10 +231,15 @@ class LotusNode(Node):
         if sparse is not None:
             inp.sparse = sparse[1]
             if isinstance(inp.sparse, PointCloud2):
-                inp.points_transform = self._points_transform(inp.sparse, msg.header)
+                tf = self._points_transform(inp.sparse, msg.header)
+                if tf is False:
+                    inp.sparse = None
+                else:
+                    inp.points_transform = tf
         return inp
 
     def _points_transform(self, cloud: PointCloud2, header):
+        """Return (t, q) image frame <- cloud frame, None for identity, False when unknown."""
         src, dst = cloud.header.frame_id, header.frame_id
         if not src or src == dst:
             return None
@@ -245,7 +250,9 @@ class LotusNode(Node):
                 t, q = tf.transform.translation, tf.transform.rotation
                 return (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
             except Exception as e:  # tf2 raises several unrelated exception types
-                self._problem('tf', f"no transform {dst} <- {src}: {' '.join(str(e).split())}")
+                self._problem('tf', f"no transform {dst} <- {src}, cloud skipped: "
+                              f"{' '.join(str(e).split())}")
+                return False
         v = self.processor.params['alignment.points_transform']
         return tuple(v[:3]), tuple(v[3:])
 

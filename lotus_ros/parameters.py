@@ -115,9 +115,10 @@ SPECS: tuple[ParamSpec, ...] = (
        min=-1e6, max=1e6),
     _p('alignment.points_transform', [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
        'Static transform camera_optical <- sparse_points frame as [x y z qx qy qz qw], used '
-       'when the cloud frame differs from the image frame and use_tf is false'),
-    _p('alignment.use_tf', False,
-       'Look sparse_points into the image frame with tf2 (needs tf2_ros)'),
+       'when the cloud frame differs from the image frame and tf2 is off or not installed'),
+    _p('alignment.use_tf', True,
+       'Move sparse_points into the image frame with tf2 when tf2_ros is installed (a failed '
+       'lookup skips that cloud); otherwise alignment.points_transform is used'),
     # visualisation
     _p('visualization.colormap', 'turbo', 'Colormap for depth/colored', runtime=True,
        choices=COLORMAPS),
