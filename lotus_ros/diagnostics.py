@@ -103,8 +103,7 @@ def _kv(key: str, value: Any) -> KeyValue:
 
 def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: int,
                       overflowed: int, device: str, dtype: str, memory: dict[str, float],
-                      alignment_enabled: bool, max_latency: float | None = None
-                      ) -> DiagnosticArray:
+                      alignment_enabled: bool) -> DiagnosticArray:
     """Two statuses: pipeline (rates, latency, drops, stages, rejects) and alignment health."""
     arr = DiagnosticArray()
     arr.header.stamp = stamp
@@ -112,8 +111,6 @@ def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: i
     rejected_total = sum(snap['rejected'].values())
     if snap['processed'] == 0:
         pipe.level, pipe.message = DiagnosticStatus.WARN, 'no frame processed yet'
-    elif max_latency is not None and snap['latency_p95'] > max_latency:
-        pipe.level, pipe.message = DiagnosticStatus.WARN, 'latency above limit'
     else:
         pipe.level, pipe.message = DiagnosticStatus.OK, 'running'
     values = [
