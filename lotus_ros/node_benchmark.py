@@ -67,6 +67,51 @@ def make_instant_engine(params: dict) -> InstantEngine:
     return InstantEngine()
 
 
+def synthetic_inputs(width: int, height: int):
+    """Images, K (row-major 3x3) and a LiDAR-like sparse depth consistent with ramp()."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(4)]
+    f = 0.8 * width
+    k = [f, 0.0, width / 2 - 0.5, 0.0, f, height / 2 - 0.5, 0.0, 0.0, 1.0]
+    sparse = np.full((height, width), np.nan, np.float32)
+    rows = np.arange(height // 3, height, max(height // 32, 1))
+    sparse[rows, ::4] = 1.0 / (SCALE * ramp(height, width)[rows, ::4])
+    return images, k, sparse
+
+
+def camera_info_msg(k, width: int, height: int, header):
+    from sensor_msgs.msg import CameraInfo
+    return CameraInfo(header=header, width=width, height=height, k=k,
+                      p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0],
+                      distortion_model='plumb_bob', d=[0.0] * 5)
+
+
+def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float]:
+    """Mean ms per stage of FrameProcessor alone (no transport, no other process)."""
+    from std_msgs.msg import Header
+
+    from lotus_ros.image_conversions import array_to_image
+    from lotus_ros.processor import FrameInputs, FrameProcessor
+
+    proc = FrameProcessor(InstantEngine(), {})
+    images, k, sparse = synthetic_inputs(width, height)
+    sums: dict[str, float] = {}
+    t0 = 0.0
+    for i in range(frames + 3):
+        if i == 3:
+            sums, t0 = {}, time.perf_counter()
+        hdr = Header(frame_id='camera_optical')
+        hdr.stamp.sec = 1000 + i
+        res = proc.process(FrameInputs(array_to_image(images[i % 4], 'rgb8', hdr),
+                                       camera_info_msg(k, width, height, hdr),
+                                       array_to_image(sparse, '32FC1', hdr)))
+        for key, v in res.timings.items():
+            sums[key] = sums.get(key, 0.0) + v
+    out = {key: 1e3 * v / frames for key, v in sums.items()}
+    out['wall'] = 1e3 * (time.perf_counter() - t0) / frames
+    return out
+
+
 def _node_command() -> list[str]:
     try:
         from ament_index_python.packages import get_package_prefix
@@ -140,13 +185,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             time.sleep(0.05)
         time.sleep(1.0)
 
-        rng = np.random.default_rng(0)
-        images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(4)]
-        f = 0.8 * width
-        k = [f, 0.0, width / 2 - 0.5, 0.0, f, height / 2 - 0.5, 0.0, 0.0, 1.0]
-        sparse = np.full((height, width), np.nan, np.float32)
-        rows = np.arange(height // 3, height, max(height // 32, 1))
-        sparse[rows, ::4] = 1.0 / (SCALE * ramp(height, width)[rows, ::4])
+        images, k, sparse = synthetic_inputs(width, height)
 
         t_start = time.monotonic()
         t_measure = t_start + warmup
@@ -155,9 +194,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             now = time.time()
             hdr = Header(frame_id='camera_optical')
             hdr.stamp.sec, hdr.stamp.nanosec = int(now), int((now % 1) * 1e9)
-            pub_info.publish(CameraInfo(header=hdr, width=width, height=height, k=k,
-                                        p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0],
-                                        distortion_model='plumb_bob', d=[0.0] * 5))
+            pub_info.publish(camera_info_msg(k, width, height, hdr))
             pub_sparse.publish(array_to_image(sparse, '32FC1', hdr))
             pub_img.publish(array_to_image(images[n % len(images)], 'rgb8', hdr))
             n += 1
@@ -196,25 +233,28 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
 
 
 def table(res: dict) -> str:
-    d = res['diag']
+    d, alone = res['diag'], res.get('alone', {})
     lines = [f"lotus_node, instant model, {res['width']}x{res['height']}, every output on, "
              f"input {res['sent_rate']:.0f} Hz", '',
-             '| node stage | mean ms/frame |', '| --- | ---: |']
-    total = 0.0
+             '| node stage | in the node, ms/frame | FrameProcessor alone, ms/frame |',
+             '| --- | ---: | ---: |']
+    total = total_alone = 0.0
     for s in STAGES:
         v = float(d.get(f'stage_{s}_ms', 'nan'))
+        a = alone.get(s, float('nan'))
         total += 0.0 if np.isnan(v) else v
-        lines.append(f'| {s} | {v:.2f} |')
-    lines.append(f'| **total node time** | **{total:.2f}** |')
+        total_alone += 0.0 if np.isnan(a) else a
+        lines.append(f'| {s} | {v:.2f} | {a:.2f} |')
+    lines.append(f'| **total** | **{total:.2f}** | **{total_alone:.2f}** |')
     lines += ['', '| output (subscriber in another process) | rate Hz | latency p50 ms | '
               'p95 ms |', '| --- | ---: | ---: | ---: |']
     for topic, r in res['rates'].items():
         p50, p95 = res['latency'][topic]
         lines.append(f'| {topic} | {r:.1f} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} |')
     lines.append('')
-    lines.append(f"node diagnostics: output {d.get('output_rate_hz', '?')} Hz, dropped "
-                 f"{d.get('frames_dropped', '?')}, processed {d.get('frames_processed', '?')}, "
-                 f"stamp-to-publish p95 {d.get('latency_p95_s', '?')} s")
+    lines.append(f"node diagnostics: dropped {d.get('frames_dropped', '?')}, processed "
+                 f"{d.get('frames_processed', '?')}, stamp-to-publish p95 "
+                 f"{d.get('latency_p95_s', '?')} s")
     return '\n'.join(lines)
 
 
@@ -228,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--domain', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
                     or 90 + os.getpid() % 40)
     args = ap.parse_args(argv)
+    alone = processor_only(args.width, args.height)
     res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain)
+    res['alone'] = alone
     print(table(res))
     return 0
 
