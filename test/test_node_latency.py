@@ -69,3 +69,38 @@ def test_latency_stays_bounded_when_model_is_slow(tmp_path):
     assert dropped >= 0.6 * sent and abs(dropped + processed - sent) <= 0.05 * sent + 2, diag
     assert float(diag['latency_p95_s']) <= 2 * DELAY + 1.0 / RATE
     assert rss_end - rss_start < 50.0, f'RSS grew {rss_end - rss_start:.1f} MB'
+
+
+def test_in_order_queue_processes_every_frame_and_logs_overflow(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    domain = next_domain()
+    node = NodeProcess(tmp_path, domain, {'alignment.source': 'none', 'drop_frames': False,
+                                          'queue_size': 5},
+                       env={'LOTUS_DOUBLE_DELAY': '0.05'})
+    client = Client(domain)
+    try:
+        client.subscribe(Image, 'depth/relative')
+        client.subscribe(DiagnosticArray, '/diagnostics')
+        pub = client.publisher(Image, 'image')
+        assert client.wait_for(lambda: pub.get_subscription_count() > 0, 30), node.log()
+        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
+        time.sleep(1.0)
+        rgb = np.zeros((48, 64, 3), np.uint8)
+        for i in range(8):            # 8 frames at 10 Hz: slower than the model, none lost
+            pub.publish(array_to_image(rgb, 'rgb8', header_at(100.0 + i)))
+            time.sleep(0.1)
+        assert client.wait_for(lambda: len(client.messages('depth/relative')) == 8, 5)
+        for i in range(30):           # a burst: the bounded queue overflows
+            pub.publish(array_to_image(rgb, 'rgb8', header_at(200.0 + i)))
+            time.sleep(0.002)
+        time.sleep(2.5)
+        stamps = [m.header.stamp.sec for m in client.messages('depth/relative')]
+        diag = diagnostics_values(client)
+    finally:
+        client.close()
+        node.stop()
+    assert stamps[:8] == list(range(100, 108))
+    assert stamps == sorted(stamps)                       # in order, never newest-first
+    assert int(diag['queue_overflows']) > 0 and diag['frames_dropped'] == '0', diag
+    assert 'input queue full' in node.log()
