@@ -179,3 +179,42 @@ def test_real_engine_tiny_random_weights(tmp_path, tiny_lotus):
         d = image_to_array(m)
         finite = d[np.isfinite(d)]
         assert ((finite >= 0.1) & (finite <= 100.0)).all()   # z_min..z_max, REP 117 otherwise
+
+
+def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
+    from model_double import save_truth
+
+    truth = tmp_path / 'truth.npz'
+    save_truth(room, truth)
+    domain = next_domain()
+    node = NodeProcess(tmp_path, domain, {'drop_frames': False, 'alignment.max_age': 0.35},
+                       env={'LOTUS_DOUBLE_TRUTH': str(truth)})
+    client = Client(domain)
+    try:
+        client.subscribe(Image, 'depth/relative')
+        client.subscribe(Image, 'depth/image')
+        pub_img = client.publisher(Image, 'image')
+        pub_sparse = client.publisher(Image, 'sparse_depth')
+        assert client.wait_for(lambda: pub_img.get_subscription_count() > 0 and
+                               pub_sparse.get_subscription_count() > 0, 30), node.log()
+        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
+        time.sleep(1.0)
+        stamps = [room[0].stamp + 0.1 * i for i in range(len(room))]
+        for i, f in enumerate(room):
+            hdr = header_at(stamps[i])
+            if i < 2:                       # the LiDAR delivers twice, then stalls
+                pub_sparse.publish(array_to_image(f.sparse_depth, '32FC1', hdr))
+                time.sleep(0.02)
+            pub_img.publish(array_to_image(f.rgb, 'rgb8', hdr))
+            time.sleep(0.15)
+        client.wait_for(lambda: len(client.messages('depth/relative')) == len(room), 10)
+        relative = {round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3)
+                    for m in client.messages('depth/relative')}
+        metric = {round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3)
+                  for m in client.messages('depth/image')}
+    finally:
+        client.close()
+        node.stop()
+    assert relative == {round(s, 3) for s in stamps}      # images never wait for the LiDAR
+    last_fit = stamps[1]
+    assert metric == {round(s, 3) for s in stamps if s - last_fit <= 0.35 + 1e-6}, metric
