@@ -105,14 +105,15 @@ def resolve_model(name: str, what: str) -> str:
 
     Offline (or an unknown id) raises DemoError saying how to use a local folder instead.
     """
-    if not name or Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser()) if name else ''
-    try:
-        from huggingface_hub import snapshot_download
+    if not name:
+        return ''
+    from lotus_ros.engine import ModelLoadError, resolve_checkpoint
 
+    if not Path(name).expanduser().is_dir():
         print(f'Fetching the {what} model {name} (first run downloads it) ...', flush=True)
-        return snapshot_download(name, allow_patterns=['*.json', '*.txt', '*.safetensors'])
-    except Exception as exc:  # noqa: BLE001 - offline, unknown id, no permission: same advice
+    try:
+        return str(resolve_checkpoint(name))
+    except ModelLoadError as exc:
         reason = ' '.join(str(exc).split())[:300]
         raise DemoError(
             f'Cannot get the {what} model "{name}": {reason}\n'

@@ -151,9 +151,12 @@ def resolve_checkpoint(model: str, local_files_only: bool = False) -> Path:
     try:
         return Path(snapshot_download(model, allow_patterns=patterns, local_files_only=offline))
     except LocalEntryNotFoundError as exc:
-        raise ModelLoadError(
-            f'Lotus checkpoint {model} is neither a local folder nor in the Hugging Face cache, '
-            'and downloads are disabled (local_files_only or HF_HUB_OFFLINE)') from exc
+        # huggingface_hub raises this both when downloads are disabled and when the hub
+        # cannot be reached: say which.
+        why = ('downloads are disabled (local_files_only or HF_HUB_OFFLINE)' if offline else
+               'the Hugging Face hub cannot be reached')
+        raise ModelLoadError(f'Lotus checkpoint {model} is neither a local folder nor in the '
+                             f'Hugging Face cache, and {why}') from exc
     except Exception as exc:
         raise ModelLoadError(f'Lotus checkpoint {model} is not a local folder and could not be '
                              f'downloaded from the Hugging Face hub: {exc}') from exc
