@@ -9,6 +9,7 @@ ray length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 import math
 
 import numpy as np
@@ -74,6 +75,16 @@ def _for_shape(intr: Intrinsics, height: int, width: int) -> Intrinsics:
     return intr.scaled(width, height)
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_rays(intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """(x - cx) / fx per column and (y - cy) / fy per row; cached because cameras rarely change."""
+    xr = ((np.arange(intr.width, dtype=np.float64) - intr.cx) / intr.fx).astype(np.float32)
+    yr = ((np.arange(intr.height, dtype=np.float64) - intr.cy) / intr.fy).astype(np.float32)
+    xr.flags.writeable = False
+    yr.flags.writeable = False
+    return xr, yr
+
+
 def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     """
     Back-project a depth map (Z in metres) to an HxWx3 float32 point array in the optical frame.
@@ -87,8 +98,7 @@ def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     h, w = depth.shape
     intr = _for_shape(intr, h, w)
     z = depth.astype(np.float32, copy=False)
-    xr = ((np.arange(w, dtype=np.float64) - intr.cx) / intr.fx).astype(np.float32)
-    yr = ((np.arange(h, dtype=np.float64) - intr.cy) / intr.fy).astype(np.float32)
+    xr, yr = _pixel_rays(intr)
     out = np.empty((h, w, 3), dtype=np.float32)
     zc = out[..., 2]
     np.copyto(zc, z)

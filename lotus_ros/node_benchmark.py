@@ -123,6 +123,16 @@ def _node_command() -> list[str]:
     return [sys.executable, '-m', 'lotus_ros.node']
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads); NaN where /proc is missing."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return float('nan')
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def run(width: int, height: int, rate: float, duration: float, warmup: float,
         domain: int) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
@@ -190,7 +200,10 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
         t_start = time.monotonic()
         t_measure = t_start + warmup
         n = 0
+        cpu_start = None
         while time.monotonic() - t_start < warmup + duration:
+            if cpu_start is None and time.monotonic() >= t_measure:
+                cpu_start = _cpu_seconds(proc.pid)
             now = time.time()
             hdr = Header(frame_id='camera_optical')
             hdr.stamp.sec, hdr.stamp.nanosec = int(now), int((now % 1) * 1e9)
@@ -200,6 +213,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             n += 1
             time.sleep(max(0.0, t_start + n / rate - time.monotonic()))
         t_end = time.monotonic()
+        cpu_used = _cpu_seconds(proc.pid) - cpu_start
         time.sleep(1.2)
     finally:
         executor.shutdown(timeout_sec=1.0)
@@ -228,8 +242,10 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
                 break
         if stages:
             break
+    frames = rates['depth/relative'] * (wall_end - wall_start)
     return {'rates': rates, 'latency': latency, 'diag': stages, 'sent_rate': rate,
-            'width': width, 'height': height}
+            'width': width, 'height': height,
+            'cpu_ms_per_frame': 1e3 * cpu_used / frames if frames else float('nan')}
 
 
 def table(res: dict) -> str:
@@ -252,6 +268,8 @@ def table(res: dict) -> str:
         p50, p95 = res['latency'][topic]
         lines.append(f'| {topic} | {r:.1f} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} |')
     lines.append('')
+    lines.append(f"node process CPU time per published frame (all threads: worker, executor, "
+                 f"DDS): {res['cpu_ms_per_frame']:.1f} ms")
     lines.append(f"node diagnostics: dropped {d.get('frames_dropped', '?')}, processed "
                  f"{d.get('frames_processed', '?')}, stamp-to-publish p95 "
                  f"{d.get('latency_p95_s', '?')} s")
