@@ -76,10 +76,6 @@ class NodeStats:
             self.alignment = alignment
             self.metric = metric
 
-    def stage_means(self) -> dict[str, float]:
-        with self._lock:
-            return {k: float(np.mean(v)) for k, v in self.stage.items() if v}
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             lat = list(self.latency)

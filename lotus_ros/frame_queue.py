@@ -54,13 +54,6 @@ class FrameQueue:
                 return None
             return self._items.popleft()
 
-    def discard_pending(self) -> int:
-        """Drop everything waiting (lazy mode with nobody listening); the caller counts it."""
-        with self._cond:
-            n = len(self._items)
-            self._items.clear()
-            return n
-
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
@@ -70,7 +63,3 @@ class FrameQueue:
             self._closed = True
             self._items.clear()
             self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

@@ -60,9 +60,3 @@ def test_close_wakes_waiter():
     assert out == [None] and time.monotonic() - t0 < 1.0
     assert q.put(1) and q.get(0) is None
 
-
-def test_discard_pending():
-    q = FrameQueue(drop_frames=False, maxsize=5)
-    for i in range(3):
-        q.put(i)
-    assert q.discard_pending() == 3 and len(q) == 0
