@@ -541,13 +541,14 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
 
 
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None) -> str:
+                     sheets: list[str], ply: str | None, extra_params: list[str]) -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
-    lines += [f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}` '
-              '(an engine_factory parameter replaces both)', '',
-              '| metric | value | note |', '|---|---|---|']
+    models_line = f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}`'
+    if extra_params:
+        models_line += f' (unless overridden by --params {" ".join(extra_params)})'
+    lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
               'side): ' + ', '.join(f'`{s}`' for s in sheets)]
@@ -654,7 +655,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
     text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
-                            sheets=sheets, ply=ply)
+                            sheets=sheets, ply=ply, extra_params=args.params)
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')
