@@ -45,12 +45,12 @@ def _time(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m lotus_ros.geometry_benchmark',
                                      description=__doc__.strip().splitlines()[0])
-    parser.add_argument('--repeat', type=int, default=50, help='timed runs per case')
+    parser.add_argument('--repeats', type=int, default=50, help='timed runs per case')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.width < 8 or args.height < 8:
+    if args.repeats < 1 or args.width < 8 or args.height < 8:
         parser.error('need --repeat >= 1 and an image of at least 8x8')
 
     rng = np.random.default_rng(args.seed)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         ('lotus_to_optical', size, lambda: lotus_to_optical(normals), '-'),
         ('colorize_depth turbo', size, lambda: colorize_depth(depth), '-'),
     ]
-    rows = [(name, n, *_time(fn, args.repeat), target) for name, n, fn, target in cases]
+    rows = [(name, n, *_time(fn, args.repeats), target) for name, n, fn, target in cases]
     header = ('case', 'size', 'median ms', 'p90 ms', 'target ms')
     widths = [max(len(header[0]), *(len(r[0]) for r in rows)),
               max(len(header[1]), *(len(r[1]) for r in rows))]

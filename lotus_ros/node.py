@@ -122,7 +122,7 @@ class LotusNode(Node):
         types = {'depth/image': Image, 'depth/camera_info': CameraInfo,
                  'depth/relative': Image, 'depth/colored': Image, 'normal/image': Image,
                  'normal/colored': Image, 'points': PointCloud2}
-        align_type = self.processor._alignment_type
+        align_type = self.processor.alignment_type
         if align_type is not None:
             types['alignment'] = align_type
         self.pubs = {name: self.create_publisher(types[name], name, pub_qos,

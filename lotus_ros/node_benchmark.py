@@ -283,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--rate', type=float, default=30.0, help='input rate, Hz')
     ap.add_argument('--duration', type=float, default=10.0, help='measured seconds')
     ap.add_argument('--warmup', type=float, default=2.0)
-    ap.add_argument('--domain', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
+    ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
                     or 90 + os.getpid() % 40)
     args = ap.parse_args(argv)
     alone = processor_only(args.width, args.height)
-    res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain)
+    res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain_id)
     res['alone'] = alone
     print(table(res))
     return 0

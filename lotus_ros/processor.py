@@ -91,7 +91,8 @@ class FrameProcessor:
         if params:
             self.params.update(params)
         self.aligner = self._make_aligner()
-        self._alignment_type = _alignment_msg_type()
+        # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
+        self.alignment_type = _alignment_msg_type()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
 
     # -- configuration ---------------------------------------------------------------------
@@ -124,7 +125,7 @@ class FrameProcessor:
 
     def enabled_outputs(self) -> set[str]:
         out = {name for name, toggle in OUTPUT_TOGGLES.items() if self.params[toggle]}
-        if not self.alignment_enabled or self._alignment_type is None:
+        if not self.alignment_enabled or self.alignment_type is None:
             out.discard('alignment')
         if not getattr(self.engine, 'has_depth', True):
             out -= _NEEDS_DEPTH
@@ -266,7 +267,7 @@ class FrameProcessor:
                 header=header, height=h, width=w, distortion_model=src.distortion_model,
                 d=src.d, k=src.k, r=src.r, p=src.p, binning_x=src.binning_x,
                 binning_y=src.binning_y, roi=src.roi)
-        if state is not None and 'alignment' in wanted and self._alignment_type is not None:
+        if state is not None and 'alignment' in wanted and self.alignment_type is not None:
             out['alignment'] = self._alignment_msg(state, header)
 
         pack = 0.0
@@ -342,7 +343,7 @@ class FrameProcessor:
         return colorize_depth(rel, colormap=cmap)
 
     def _alignment_msg(self, state: AlignmentState, header):
-        msg = self._alignment_type()
+        msg = self.alignment_type()
         msg.header = header
         msg.space = str(state.space)
         msg.scale = float(state.scale)
