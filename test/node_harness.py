@@ -1,5 +1,8 @@
 """
-Run the installed lotus_node as its own process and talk to it from an rclpy client.
+ROS test plumbing: private DDS domains, the node as a process, an rclpy client.
+
+The installed lotus_node runs as its own process; the client (deserialized or raw messages)
+spins in a background thread of the test process.
 
 Each test gets its own ROS_DOMAIN_ID so tests (and other people's runs on the machine) never see
 each other's topics.
@@ -17,18 +20,39 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo
-from std_msgs.msg import Header
+
+rclpy = pytest.importorskip('rclpy', reason='ROS 2 (rclpy) is not installed')
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-_domains = itertools.count()
-_BASE = 101 + (os.getpid() % 40) * 2
+PROFILE = REPO / 'config' / 'fastdds_profile.xml'
+_domains = itertools.count(os.getpid() * 7)
+
+
+def next_domain() -> int:
+    """Return a domain id in 1..100 that no earlier test of this run used (within 100 tests)."""
+    return 1 + next(_domains) % 100
+
+
+def ros_env(domain_id: int) -> dict[str, str]:
+    """Environment for a ROS subprocess on a private domain, with the big-message DDS profile."""
+    env = dict(os.environ)
+    env['ROS_DOMAIN_ID'] = str(domain_id)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    # Appended, so an installed lotus_ros (with generated messages) wins over the source tree;
+    # test/ gives the node process the model double.
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (env.get('PYTHONPATH'), str(REPO), str(HERE)) if p)
+    if PROFILE.exists():
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(PROFILE)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
 
 
 def node_executable() -> str:
@@ -40,10 +64,6 @@ def node_executable() -> str:
     if exe is None or not exe.exists():
         pytest.skip('lotus_node is not installed: run `make build` and source install/setup.bash')
     return str(exe)
-
-
-def next_domain() -> int:
-    return _BASE + next(_domains) % 50
 
 
 def reliable(depth: int = 50) -> QoSProfile:
@@ -69,11 +89,7 @@ class NodeProcess:
             args += ['-p', f'{k}:={_value(v)}']
         for k, v in (remaps or {}).items():
             args += ['-r', f'{k}:={v}']
-        e = dict(os.environ)
-        e['ROS_DOMAIN_ID'] = str(domain)
-        e['PYTHONPATH'] = str(HERE) + os.pathsep + e.get('PYTHONPATH', '')
-        e.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'config' / 'fastdds_profile.xml'))
-        e['PYTHONUNBUFFERED'] = '1'
+        e = ros_env(domain)
         e.update(env or {})
         self.log_path = tmp_path / f'node_{domain}.log'
         self._log = open(self.log_path, 'wb')
@@ -113,6 +129,10 @@ class Client:
     """An rclpy node in its own context and domain, spun in a background thread."""
 
     def __init__(self, domain: int, name: str = 'lotus_test_client'):
+        # This process's participant must use the same transports as the node's.
+        os.environ.update({k: v for k, v in ros_env(domain).items()
+                           if k in ('FASTDDS_DEFAULT_PROFILES_FILE',
+                                    'ROS_AUTOMATIC_DISCOVERY_RANGE')})
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = Node(name, context=self.context)
@@ -132,13 +152,14 @@ class Client:
     def publisher(self, msg_type, topic: str, qos=None):
         return self.node.create_publisher(msg_type, topic, qos or reliable(10))
 
-    def subscribe(self, msg_type, topic: str, qos=None):
+    def subscribe(self, msg_type, topic: str, qos=None, *, raw: bool = False):
+        """Record (receive time, message) per topic; raw=True keeps the serialized bytes."""
         self.received.setdefault(topic, [])
 
         def cb(msg, topic=topic):
             with self._lock:
-                self.received[topic].append((time.time(), msg))
-        return self.node.create_subscription(msg_type, topic, cb, qos or reliable(50))
+                self.received[topic].append((time.time(), bytes(msg) if raw else msg))
+        return self.node.create_subscription(msg_type, topic, cb, qos or reliable(50), raw=raw)
 
     def messages(self, topic: str) -> list:
         with self._lock:
@@ -152,6 +173,11 @@ class Client:
         with self._lock:
             for v in self.received.values():
                 v.clear()
+
+    def wait_for_counts(self, counts: dict[str, int], timeout: float) -> bool:
+        """Wait until every topic has received at least its count of messages."""
+        return self.wait_for(lambda: all(len(self.timed(t)) >= n for t, n in counts.items()),
+                             timeout)
 
     def wait_for(self, predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ from pathlib import Path
 import subprocess
 import sys
 
-from demo_ros_env import fresh_domain_id, ros_env
+from node_harness import next_domain, ros_env
 import numpy as np
 import pytest
 
@@ -51,7 +51,7 @@ def read_ply(path: Path) -> np.ndarray:
 @needs_node
 def test_tiny_demo_outputs(tmp_path):
     out = tmp_path / 'demo_output'
-    env = ros_env(fresh_domain_id())
+    env = ros_env(next_domain())
     env['HF_HUB_OFFLINE'] = '1'
     result = subprocess.run(
         [sys.executable, '-m', 'lotus_ros.demo', '--tiny', '--output', str(out),
@@ -132,7 +132,7 @@ def test_summary_numbers_against_ground_truth(tmp_path):
     save_truth(render_sequence(frames, width=w, height=h), tmp_path / 'truth.npz')
     (tmp_path / 'double.yaml').write_text(
         '/**:\n  ros__parameters:\n    engine_factory: model_double:make_engine\n')
-    env = ros_env(fresh_domain_id())
+    env = ros_env(next_domain())
     env['LOTUS_DOUBLE_TRUTH'] = str(tmp_path / 'truth.npz')
     result = subprocess.run(
         [sys.executable, '-m', 'lotus_ros.demo', '--output', str(tmp_path / 'out'),

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from demo_ros_env import RawRecorder, fresh_domain_id, ros_env
+from node_harness import Client, next_domain, reliable, ros_env
 import numpy as np
 import pytest
 
@@ -21,6 +21,14 @@ TOPICS = {'/camera/image_raw': Image, '/camera/camera_info': CameraInfo, '/lidar
 FRAMES = 5
 
 
+def _raw_recorder(domain: int, topics: dict[str, type]) -> Client:
+    """Record every message of `topics` as the bytes that crossed DDS."""
+    client = Client(domain, 'replay_test_recorder')
+    for topic, msg_type in topics.items():
+        client.subscribe(msg_type, topic, reliable(1000), raw=True)
+    return client
+
+
 @pytest.fixture(scope='module')
 def frames():
     return render_sequence(FRAMES, width=64, height=48, seed=4, fps=10.0)
@@ -32,8 +40,8 @@ def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
     recorded = {t: [m.rawdata for m in bag_io.read_messages(bag, topics=[t])] for t in TOPICS}
     bag_start = min(m.timestamp for m in bag_io.read_messages(bag))
     bag_end = max(m.timestamp for m in bag_io.read_messages(bag))
-    domain = fresh_domain_id()
-    recorder = RawRecorder(domain, {**TOPICS, '/clock': Clock})
+    domain = next_domain()
+    recorder = _raw_recorder(domain, {**TOPICS, '/clock': Clock})
     try:
         start = time.monotonic()
         result = subprocess.run(
@@ -43,9 +51,9 @@ def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
         elapsed = time.monotonic() - start
         assert result.returncode == 0, result.stderr
         assert 'replay' in result.stderr  # the progress bar
-        assert recorder.wait_for({t: FRAMES for t in TOPICS}, timeout=5.0)
+        assert recorder.wait_for_counts({t: FRAMES for t in TOPICS}, timeout=5.0)
         time.sleep(0.2)
-        messages = recorder.messages
+        messages = {t: recorder.timed(t) for t in recorder.received}
     finally:
         recorder.close()
     for topic in TOPICS:
@@ -64,17 +72,17 @@ def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
 
 def test_rate_topics_and_bad_bag(tmp_path, frames):
     bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag')
-    domain = fresh_domain_id()
-    recorder = RawRecorder(domain, TOPICS)
+    domain = next_domain()
+    recorder = _raw_recorder(domain, TOPICS)
     try:
         result = subprocess.run(
             [sys.executable, '-m', 'lotus_ros.player', str(bag), '--rate', '0', '--linger', '0.5',
              '--topics', '/camera/image_raw', '--remap', '/camera/image_raw:=/lidar/depth'],
             env=ros_env(domain), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-        assert recorder.wait_for({'/lidar/depth': FRAMES}, timeout=5.0)
+        assert recorder.wait_for_counts({'/lidar/depth': FRAMES}, timeout=5.0)
         time.sleep(0.2)
-        messages = recorder.messages
+        messages = {t: recorder.timed(t) for t in recorder.received}
     finally:
         recorder.close()
     images = [m.rawdata for m in bag_io.read_messages(bag, topics=['/camera/image_raw'])]
@@ -115,7 +123,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
                                   extra={'engine_factory': 'model_double:make_engine'})
     params_file = demo.write_params_file(tmp_path / 'params.yaml', params)
     recording = demo.run_pipeline(
-        bag, [params_file], domain_id=fresh_domain_id(), num_images=len(frames),
+        bag, [params_file], domain_id=next_domain(), num_images=len(frames),
         log_path=tmp_path / 'node.log', rate=2.0, timeout=60.0, progress=False,
         env_extra={'PYTHONPATH': ros_env(0)['PYTHONPATH'], 'LOTUS_DOUBLE_TRUTH': str(truth)})
     stamps = [bag_io.stamp_to_ns(f.stamp) for f in frames]
