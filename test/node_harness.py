@@ -193,6 +193,15 @@ class Client:
         rclpy.try_shutdown(context=self.context)
 
 
+def wait_until_ready(client: Client, node: NodeProcess, *publishers, timeout: float = 30.0,
+                     settle: float = 1.0) -> None:
+    """Fail with the node's log unless it said 'ready:' and hears every publisher; then settle."""
+    assert client.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers),
+                           timeout), node.log()
+    assert client.wait_for(lambda: 'ready:' in node.log(), timeout), node.log()
+    time.sleep(settle)
+
+
 def header_at(stamp: float, frame_id: str = 'camera_optical') -> Header:
     h = Header(frame_id=frame_id)
     h.stamp.sec = int(stamp)

@@ -14,6 +14,7 @@ from node_harness import (
     diagnostics_values,
     header_at,
     next_domain,
+    wait_until_ready,
 )
 import numpy as np
 import pytest
@@ -195,10 +196,7 @@ def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
         client.subscribe(Image, 'depth/image')
         pub_img = client.publisher(Image, 'image')
         pub_sparse = client.publisher(Image, 'sparse_depth')
-        assert client.wait_for(lambda: pub_img.get_subscription_count() > 0 and
-                               pub_sparse.get_subscription_count() > 0, 30), node.log()
-        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
-        time.sleep(1.0)
+        wait_until_ready(client, node, pub_img, pub_sparse)
         stamps = [room[0].stamp + 0.1 * i for i in range(len(room))]
         for i, f in enumerate(room):
             hdr = header_at(stamps[i])

@@ -14,6 +14,7 @@ from node_harness import (
     diagnostics_values,
     header_at,
     next_domain,
+    wait_until_ready,
 )
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -135,10 +136,7 @@ def fuzz_node(tmp_path, params, image_type, image_topic, sparse_type, sparse_top
         pub_img = client.publisher(image_type, image_topic)
         pub_info = client.publisher(CameraInfo, 'camera_info')
         pub_sparse = client.publisher(sparse_type, sparse_topic)
-        assert client.wait_for(lambda: all(p.get_subscription_count() > 0 for p in (
-            pub_img, pub_info, pub_sparse)), 30), node.log()
-        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
-        time.sleep(1.0)
+        wait_until_ready(client, node, pub_img, pub_info, pub_sparse)
 
         good_rgb = np.full((H, W, 3), 120, np.uint8)
 

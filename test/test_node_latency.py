@@ -7,7 +7,14 @@ inference times plus one frame period, dropped frames counted, resident memory f
 
 import time
 
-from node_harness import Client, NodeProcess, diagnostics_values, header_at, next_domain
+from node_harness import (
+    Client,
+    NodeProcess,
+    diagnostics_values,
+    header_at,
+    next_domain,
+    wait_until_ready,
+)
 import numpy as np
 from sensor_msgs.msg import Image
 
@@ -29,9 +36,7 @@ def test_latency_stays_bounded_when_model_is_slow(tmp_path):
         client.subscribe(Image, 'depth/relative')
         client.subscribe(DiagnosticArray, '/diagnostics')
         pub = client.publisher(Image, 'image')
-        assert client.wait_for(lambda: pub.get_subscription_count() > 0, 30), node.log()
-        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
-        time.sleep(1.0)
+        wait_until_ready(client, node, pub)
         rgb = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
         t_start = time.monotonic()
         sent = 0
@@ -83,9 +88,7 @@ def test_in_order_queue_processes_every_frame_and_logs_overflow(tmp_path):
         client.subscribe(Image, 'depth/relative')
         client.subscribe(DiagnosticArray, '/diagnostics')
         pub = client.publisher(Image, 'image')
-        assert client.wait_for(lambda: pub.get_subscription_count() > 0, 30), node.log()
-        assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
-        time.sleep(1.0)
+        wait_until_ready(client, node, pub)
         rgb = np.zeros((48, 64, 3), np.uint8)
         for i in range(8):            # 8 frames at 10 Hz: slower than the model, none lost
             pub.publish(array_to_image(rgb, 'rgb8', header_at(100.0 + i)))

@@ -11,6 +11,7 @@ from node_harness import (
     header_at,
     next_domain,
     node_executable,
+    wait_until_ready,
 )
 import numpy as np
 import pytest
@@ -49,8 +50,7 @@ def start(tmp_path, params=None, env=None):
     client = Client(domain)
     client.subscribe(DiagnosticArray, '/diagnostics')
     pub = client.publisher(Image, 'image')
-    assert client.wait_for(lambda: pub.get_subscription_count() > 0, 30), node.log()
-    assert client.wait_for(lambda: 'ready:' in node.log(), 30), node.log()
+    wait_until_ready(client, node, pub, settle=0.0)
     return node, client, pub
 
 
