@@ -10,11 +10,10 @@ namespace (default /lotus: /lotus/depth/image, /lotus/points, ...).
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 ARGUMENTS = (
     ('namespace', 'lotus', 'Namespace of the node and its outputs'),
