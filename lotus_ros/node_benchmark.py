@@ -260,7 +260,8 @@ def table(res: dict) -> str:
         a = alone.get(s, float('nan'))
         total += 0.0 if np.isnan(v) else v
         total_alone += 0.0 if np.isnan(a) else a
-        lines.append(f'| {s} | {v:.2f} | {a:.2f} |')
+        alone_cell = '-' if np.isnan(a) else f'{a:.2f}'
+        lines.append(f'| {s} | {v:.2f} | {alone_cell} |')
     lines.append(f'| **total** | **{total:.2f}** | **{total_alone:.2f}** |')
     lines += ['', '| output (subscriber in another process) | rate Hz | latency p50 ms | '
               'p95 ms |', '| --- | ---: | ---: | ---: |']
