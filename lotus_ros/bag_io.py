@@ -55,9 +55,9 @@ def make_typestore(extra_msgs: dict[str, str] | None = None) -> Typestore:
     return store
 
 
-def stamp_to_ns(stamp: float) -> int:
+def seconds_to_ns(seconds: float) -> int:
     """Round seconds to integer nanoseconds (the unit bags and header stamps share)."""
-    return int(round(stamp * 1e9))
+    return int(round(seconds * 1e9))
 
 
 def _storage_plugin(storage: str) -> StoragePlugin:
@@ -114,7 +114,7 @@ def frame_messages(frame: SyntheticFrame, typestore: Typestore,
     LiDAR depth is 32FC1 in metres with NaN for no return, registered to the camera image.
     """
     types = typestore.types
-    stamp_ns = stamp_to_ns(frame.stamp)
+    stamp_ns = seconds_to_ns(frame.stamp)
     header = types['std_msgs/msg/Header'](
         stamp=types['builtin_interfaces/msg/Time'](sec=stamp_ns // 1_000_000_000,
                                                    nanosec=stamp_ns % 1_000_000_000),
@@ -149,7 +149,7 @@ def write_sequence_bag(frames: Iterable[SyntheticFrame], path: str | Path, *,
     """Write a synthetic sequence as a rosbag2 (raises if path exists; bags are never merged)."""
     with BagWriter(path, storage=storage) as bag:
         for frame in frames:
-            stamp_ns = stamp_to_ns(frame.stamp)
+            stamp_ns = seconds_to_ns(frame.stamp)
             for topic, msgtype, message in frame_messages(frame, bag.typestore, frame_id):
                 bag.add_topic(topic, msgtype)
                 bag.write(topic, stamp_ns + LOG_OFFSETS_NS[topic],

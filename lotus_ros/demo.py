@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from lotus_ros import bag_io
+from lotus_ros import bag_io, installed
+from lotus_ros.stamp_cache import stamp_to_ns
 from lotus_ros.synthetic import SyntheticFrame, render_sequence
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
@@ -62,30 +63,11 @@ class DemoError(Exception):
 # -- setup ---------------------------------------------------------------------------------
 def node_executable() -> Path:
     """Return the installed lotus_node (colcon build of this package)."""
-    try:
-        from ament_index_python.packages import get_package_prefix
-
-        path = Path(get_package_prefix('lotus_ros')) / 'lib' / 'lotus_ros' / 'lotus_node'
-    except Exception as exc:  # noqa: BLE001 - PackageNotFoundError or no ament_index
-        raise DemoError('lotus_ros is not installed in a sourced workspace (' + str(exc) +
-                        '). Run `make build` and `source install/setup.bash` (or `make demo`).',
-                        2) from exc
-    if not path.exists():
-        raise DemoError(f'{path} is missing: rebuild with `make build`.', 2)
+    path = installed.node_executable()
+    if path is None:
+        raise DemoError('lotus_node is not installed in a sourced workspace. Run `make build` and '
+                        '`source scripts/env.sh` (or just `make demo`).', 2)
     return path
-
-
-def share_file(*parts: str) -> Path | None:
-    """Return a file from the installed share directory, else the source tree, else None."""
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory('lotus_ros')).joinpath(*parts))
-    except Exception:  # noqa: BLE001 - not installed: source tree only
-        pass
-    candidates.append(Path(__file__).resolve().parents[1].joinpath(*parts))
-    return next((c for c in candidates if c.exists()), None)
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
@@ -93,7 +75,7 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     env = dict(os.environ)
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    profile = share_file('config', 'fastdds_profile.xml')
+    profile = installed.share_file('config', 'fastdds_profile.xml')
     if profile is not None:
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
     return env
@@ -352,10 +334,6 @@ def _node_failure(log_path: Path) -> str:
 
 
 # -- analysis ------------------------------------------------------------------------------
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 def _image_array(msg) -> np.ndarray:
     from lotus_ros.image_conversions import image_to_array
 
@@ -486,14 +464,14 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     by_stamp: dict[int, dict[str, Any]] = {}
     for name, items in recording.outputs.items():
         for item in items:
-            by_stamp.setdefault(_stamp_ns(item.msg), {})[name] = item.msg
-    stamps = [bag_io.stamp_to_ns(f.stamp) for f in frames]
+            by_stamp.setdefault(stamp_to_ns(item.msg.header.stamp), {})[name] = item.msg
+    stamps = [bag_io.seconds_to_ns(f.stamp) for f in frames]
     relative = recording.outputs.get('depth/relative', [])
-    out_stamps = [_stamp_ns(r.msg) for r in relative]
+    out_stamps = [stamp_to_ns(r.msg.header.stamp) for r in relative]
     latencies = []
     for item in relative:
         sent = recording.image_publish_wall.get(
-            _stamp_ns(item.msg) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+            stamp_to_ns(item.msg.header.stamp) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
         if sent is not None:
             latencies.append(item.wall - sent)
     abs_rel, coverage, scale_err = [], [], []
@@ -627,7 +605,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     params = demo_parameters(depth_model, normal_model, device=args.device,
                              processing_resolution=resolution)
     params_files = []
-    base = share_file('config', 'lotus.yaml')
+    base = installed.share_file('config', 'lotus.yaml')
     if base is not None:
         params_files.append(base)
     params_files.append(write_params_file(out / 'demo_params.yaml', params))
@@ -644,7 +622,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     rows, by_stamp = analyse(frames, recording)
     sheets = []
     for frame in frames[::max(args.sheet_every, 1)]:
-        outputs = by_stamp.get(bag_io.stamp_to_ns(frame.stamp), {})
+        outputs = by_stamp.get(bag_io.seconds_to_ns(frame.stamp), {})
         name = f'contact_sheet_{frame.index:03d}.png'
         cv2.imwrite(str(out / name), contact_sheet(frame, outputs)[:, :, ::-1])
         sheets.append(name)
@@ -659,8 +637,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')
-    out_stamps = [_stamp_ns(r.msg) for r in recording.outputs['depth/relative']]
-    return 0 if out_stamps == [bag_io.stamp_to_ns(f.stamp) for f in frames] else 1
+    out_stamps = [stamp_to_ns(r.msg.header.stamp) for r in recording.outputs['depth/relative']]
+    return 0 if out_stamps == [bag_io.seconds_to_ns(f.stamp) for f in frames] else 1
 
 
 if __name__ == '__main__':

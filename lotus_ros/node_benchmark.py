@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from lotus_ros import installed
+
 SCALE = 2.0           # metric disparity = SCALE * relative disparity (the instant model's truth)
 STAGES = ('decode', 'inference', 'postprocess', 'align', 'pack', 'publish')
 
@@ -113,14 +115,9 @@ def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float
 
 
 def _node_command() -> list[str]:
-    try:
-        from ament_index_python.packages import get_package_prefix
-        exe = os.path.join(get_package_prefix('lotus_ros'), 'lib', 'lotus_ros', 'lotus_node')
-        if os.path.exists(exe):
-            return [exe]
-    except Exception:  # not built: run the module from the source tree
-        pass
-    return [sys.executable, '-m', 'lotus_ros.node']
+    """Run the installed executable, else the module from the source tree (not built)."""
+    exe = installed.node_executable()
+    return [str(exe)] if exe is not None else [sys.executable, '-m', 'lotus_ros.node']
 
 
 def _cpu_seconds(pid: int) -> float:

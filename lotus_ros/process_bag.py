@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from lotus_ros import bag_io
+from lotus_ros import bag_io, installed
 from lotus_ros.parameters import SPEC_BY_NAME, defaults, validate, validate_set
 
 ALIGNMENT_TYPE = 'lotus_ros/msg/DepthAlignment'
@@ -77,18 +77,10 @@ def load_params(files: list[str] | None = None, overrides: list[str] | None = No
 
 def alignment_msg_text() -> str:
     """Return the DepthAlignment .msg text: installed share directory, else the source tree."""
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory('lotus_ros')) / 'msg')
-    except Exception:  # noqa: BLE001 - not installed: fall back to the source tree
-        pass
-    candidates.append(Path(__file__).resolve().parents[1] / 'msg')
-    for folder in candidates:
-        if (folder / 'DepthAlignment.msg').exists():
-            return (folder / 'DepthAlignment.msg').read_text()
-    raise FileNotFoundError('DepthAlignment.msg not found (colcon build the package)')
+    path = installed.share_file('msg', 'DepthAlignment.msg')
+    if path is None:
+        raise FileNotFoundError('DepthAlignment.msg not found (colcon build the package)')
+    return path.read_text()
 
 
 def ros_type_name(msg: object) -> str:

@@ -31,7 +31,6 @@ from std_msgs.msg import Header  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PROFILE = REPO / 'config' / 'fastdds_profile.xml'
 _domains = itertools.count(os.getpid() * 7)
 
 
@@ -41,27 +40,22 @@ def next_domain() -> int:
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
-    """Environment for a ROS subprocess on a private domain, with the big-message DDS profile."""
-    env = dict(os.environ)
-    env['ROS_DOMAIN_ID'] = str(domain_id)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    # Appended, so an installed lotus_ros (with generated messages) wins over the source tree;
-    # test/ gives the node process the model double.
+    """Return the demo's ROS subprocess environment plus test/ (the model double) on PYTHONPATH."""
+    from lotus_ros.demo import ros_environment
+
+    env = ros_environment(domain_id)
+    # Appended, so an installed lotus_ros (with generated messages) wins over the source tree.
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (env.get('PYTHONPATH'), str(REPO), str(HERE)) if p)
-    if PROFILE.exists():
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(PROFILE)
     env['PYTHONUNBUFFERED'] = '1'
     return env
 
 
 def node_executable() -> str:
-    try:
-        from ament_index_python.packages import get_package_prefix
-        exe = Path(get_package_prefix('lotus_ros')) / 'lib' / 'lotus_ros' / 'lotus_node'
-    except Exception:  # package not built / not sourced
-        exe = None
-    if exe is None or not exe.exists():
+    from lotus_ros import installed
+
+    exe = installed.node_executable()
+    if exe is None:
         pytest.skip('lotus_node is not installed: run `make build` and source install/setup.bash')
     return str(exe)
 

@@ -71,7 +71,7 @@ def test_rclpy_deserializes_the_recorded_bytes(tmp_path, frames, storage):
         assert msg.encoding == 'rgb8'
         assert bytes(msg.data) == frame.rgb.tobytes()
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == \
-            bag_io.stamp_to_ns(frame.stamp)
+            bag_io.seconds_to_ns(frame.stamp)
     only_info = list(bag_io.read_messages(path, topics=['/camera/camera_info']))
     assert [m.topic for m in only_info] == ['/camera/camera_info'] * 3
     info = serialization.deserialize_message(only_info[0].rawdata, CameraInfo)

@@ -94,13 +94,9 @@ def test_rate_topics_and_bad_bag(tmp_path, frames):
 
 
 def _node_installed() -> bool:
-    try:
-        from lotus_ros.demo import node_executable
+    from lotus_ros.installed import node_executable
 
-        node_executable()
-    except Exception:  # noqa: BLE001 - not built / not sourced
-        return False
-    return True
+    return node_executable() is not None
 
 
 @pytest.mark.skipif(not _node_installed(), reason='lotus_node not installed (make build, '
@@ -113,6 +109,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
     from lotus_ros import demo
     from lotus_ros.image_conversions import image_to_array
     from lotus_ros.process_bag import load_params, process_bag
+    from lotus_ros.stamp_cache import stamp_to_ns
 
     frames = render_sequence(6, width=96, height=72, seed=6)
     bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
@@ -126,10 +123,10 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
         bag, [params_file], domain_id=next_domain(), num_images=len(frames),
         log_path=tmp_path / 'node.log', rate=2.0, timeout=60.0, progress=False,
         env_extra={'PYTHONPATH': ros_env(0)['PYTHONPATH'], 'LOTUS_DOUBLE_TRUTH': str(truth)})
-    stamps = [bag_io.stamp_to_ns(f.stamp) for f in frames]
+    stamps = [bag_io.seconds_to_ns(f.stamp) for f in frames]
 
     def stamp(msg):
-        return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        return stamp_to_ns(msg.header.stamp)
 
     live = {}
     for name in ('depth/relative', 'depth/image', 'points'):
