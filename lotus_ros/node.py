@@ -30,8 +30,14 @@ from lotus_ros.diagnostics import NodeStats, build_diagnostics
 from lotus_ros.frame_queue import FrameQueue
 from lotus_ros.image_conversions import ImageConversionError
 from lotus_ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
-from lotus_ros.processor import OUTPUTS, FrameInputs, FrameProcessor, stamp_seconds
-from lotus_ros.stamp_cache import StampCache, stamp_to_ns
+from lotus_ros.processor import (
+    OUTPUTS,
+    FrameInputs,
+    FrameProcessor,
+    stamp_seconds,
+    static_points_transform,
+)
+from lotus_ros.stamp_cache import SideInputs, stamp_to_ns
 
 WARN_PERIOD = 5.0          # s between warnings of the same kind
 SPARSE_WAIT = 0.05         # s the worker may wait for a sparse message that is about to arrive
@@ -89,8 +95,7 @@ class LotusNode(Node):
         self.processor = FrameProcessor(engine, p)
         self.stats = NodeStats()
         self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
-        self.info_cache = StampCache(capacity=30)
-        self.sparse_cache = StampCache(capacity=30)
+        self.side = SideInputs(capacity=30)
         self._last_sparse_wall = -1e9
         self._warned: dict[str, float] = {}
         self._pending: dict[str, Any] = {}
@@ -176,11 +181,11 @@ class LotusNode(Node):
                        'or raise queue_size')
 
     def _on_info(self, msg: CameraInfo) -> None:
-        self.info_cache.add(stamp_to_ns(msg.header.stamp), msg)
+        self.side.add_camera_info(msg)
 
     def _on_sparse(self, msg) -> None:
         self._last_sparse_wall = time.monotonic()
-        self.sparse_cache.add(stamp_to_ns(msg.header.stamp), msg)
+        self.side.add_sparse(msg)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {}
@@ -215,21 +220,20 @@ class LotusNode(Node):
     def _match_inputs(self, msg) -> FrameInputs:
         p = self.processor.params
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        info = self.info_cache.match_exact_or_latest(
-            stamp_ns, int(p['camera_info_tolerance'] * 1e9))
-        inp = FrameInputs(image=msg, camera_info=info[1] if info else None)
+        inp = FrameInputs(image=msg, camera_info=self.side.match_camera_info(
+            stamp_ns, p['camera_info_tolerance']))
         if p['alignment.source'] == 'none':
             return inp
-        tol = int(p['alignment.max_time_difference'] * 1e9)
-        sparse = self.sparse_cache.nearest(stamp_ns, tol)
+        tol = p['alignment.max_time_difference']
+        sparse = self.side.match_sparse(stamp_ns, tol)
         if sparse is None and time.monotonic() - self._last_sparse_wall < 0.5:
             # the sparse sensor is alive: its message for this frame may be in flight
             deadline = time.monotonic() + SPARSE_WAIT
             while sparse is None and time.monotonic() < deadline and self._running:
                 time.sleep(0.005)
-                sparse = self.sparse_cache.nearest(stamp_ns, tol)
+                sparse = self.side.match_sparse(stamp_ns, tol)
         if sparse is not None:
-            inp.sparse = sparse[1]
+            inp.sparse = sparse
             if isinstance(inp.sparse, PointCloud2):
                 tf = self._points_transform(inp.sparse, msg.header)
                 if tf is False:
@@ -253,8 +257,7 @@ class LotusNode(Node):
                 self._problem('tf', f"no transform {dst} <- {src}, cloud skipped: "
                               f"{' '.join(str(e).split())}")
                 return False
-        v = self.processor.params['alignment.points_transform']
-        return tuple(v[:3]), tuple(v[3:])
+        return static_points_transform(self.processor.params)
 
     def _apply_pending(self) -> None:
         with self._pending_lock:

@@ -107,8 +107,8 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
     from lotus_ros.image_conversions import ImageConversionError
     from lotus_ros.node import load_engine
     from lotus_ros.player import Progress, message_class
-    from lotus_ros.processor import FrameInputs, FrameProcessor
-    from lotus_ros.stamp_cache import StampCache, stamp_to_ns
+    from lotus_ros.processor import FrameInputs, FrameProcessor, static_points_transform
+    from lotus_ros.stamp_cache import SideInputs, stamp_to_ns
 
     topics = bag_io.bag_topics(in_bag)
     if image_topic not in topics:
@@ -117,7 +117,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
         sparse_topic = None
     processor = FrameProcessor(engine if engine is not None else load_engine(params), params)
     classes = {t: message_class(msgtype) for t, (msgtype, _) in topics.items()}
-    info_cache, sparse_cache = StampCache(capacity=30), StampCache(capacity=30)
+    side = SideInputs(capacity=30)
     # Images wait until every side message logged up to this much later has been read, so a
     # LiDAR scan recorded just after its image is still matched (the node waits briefly too).
     window_ns = int(max(params['camera_info_tolerance'],
@@ -130,18 +130,14 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
 
     def run(image) -> None:
         stamp_ns = stamp_to_ns(image.header.stamp)
-        info = info_cache.match_exact_or_latest(stamp_ns,
-                                                int(params['camera_info_tolerance'] * 1e9))
-        inputs = FrameInputs(image=image, camera_info=info[1] if info else None)
+        inputs = FrameInputs(image=image, camera_info=side.match_camera_info(
+            stamp_ns, params['camera_info_tolerance']))
         if sparse_topic is not None:
-            sparse = sparse_cache.nearest(stamp_ns,
-                                          int(params['alignment.max_time_difference'] * 1e9))
-            inputs.sparse = sparse[1] if sparse else None
+            inputs.sparse = side.match_sparse(stamp_ns, params['alignment.max_time_difference'])
             if isinstance(inputs.sparse, PointCloud2) and inputs.sparse.header.frame_id \
                     not in ('', image.header.frame_id):
-                # No tf offline: the node's static fallback, alignment.points_transform.
-                v = params['alignment.points_transform']
-                inputs.points_transform = (tuple(v[:3]), tuple(v[3:]))
+                # No tf offline: the node's static fallback.
+                inputs.points_transform = static_points_transform(params)
         counts['images'] += 1
         try:
             result = processor.process(inputs)
@@ -165,9 +161,9 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
             if message.topic == image_topic:
                 pending.append((message.timestamp, msg))
             elif message.topic == camera_info_topic:
-                info_cache.add(stamp_to_ns(msg.header.stamp), msg)
+                side.add_camera_info(msg)
             else:
-                sparse_cache.add(stamp_to_ns(msg.header.stamp), msg)
+                side.add_sparse(msg)
         while pending:
             run(pending.popleft()[1])
     return counts

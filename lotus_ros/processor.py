@@ -55,6 +55,12 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def static_points_transform(params: dict[str, Any]) -> tuple[tuple, tuple]:
+    """alignment.points_transform as (translation xyz, quaternion xyzw): the fallback to tf2."""
+    v = params['alignment.points_transform']
+    return tuple(v[:3]), tuple(v[3:])
+
+
 def _alignment_msg_type():
     try:
         from lotus_ros.msg import DepthAlignment

@@ -79,3 +79,32 @@ class StampCache:
             if self._latest is not None and abs(self._latest[0] - stamp_ns) <= tolerance_ns:
                 return self._latest
             return None
+
+
+class SideInputs:
+    """
+    camera_info and sparse-depth caches with the node's rules for matching them to an image.
+
+    The live node and the offline bag tool both match through this, so a bag pairs the same side
+    messages with each image in both. Tolerances are in seconds.
+    """
+
+    def __init__(self, capacity: int = 30):
+        self.camera_info = StampCache(capacity)
+        self.sparse = StampCache(capacity)
+
+    def add_camera_info(self, msg) -> None:
+        self.camera_info.add(stamp_to_ns(msg.header.stamp), msg)
+
+    def add_sparse(self, msg) -> None:
+        self.sparse.add(stamp_to_ns(msg.header.stamp), msg)
+
+    def match_camera_info(self, stamp_ns: int, tolerance: float) -> Any | None:
+        """Return the camera_info with the exact stamp, else the latest within the tolerance."""
+        found = self.camera_info.match_exact_or_latest(stamp_ns, int(tolerance * 1e9))
+        return found[1] if found else None
+
+    def match_sparse(self, stamp_ns: int, tolerance: float) -> Any | None:
+        """Return the sparse message nearest in time, if within the tolerance."""
+        found = self.sparse.nearest(stamp_ns, int(tolerance * 1e9))
+        return found[1] if found else None

@@ -1,9 +1,11 @@
 """Stamp matching rules for camera_info and sparse depth caches."""
 
+from types import SimpleNamespace
+
 from builtin_interfaces.msg import Time
 import pytest
 
-from lotus_ros.stamp_cache import StampCache, stamp_to_ns
+from lotus_ros.stamp_cache import SideInputs, StampCache, stamp_to_ns
 
 MS = 1_000_000
 
@@ -44,3 +46,21 @@ def test_exact_or_latest_never_pairs_old_calibration():
     assert c.match_exact_or_latest(200 * MS, 50 * MS) is None
     with pytest.raises(ValueError):
         StampCache(0)
+
+
+
+def _stamped(sec: int, nanosec: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(header=SimpleNamespace(stamp=Time(sec=sec, nanosec=nanosec)))
+
+
+def test_side_inputs_apply_the_node_rules():
+    side = SideInputs()
+    side.add_camera_info(_stamped(10))
+    side.add_camera_info(_stamped(11))
+    # The exact stamp; else the latest one (11 s), only within the tolerance.
+    assert side.match_camera_info(10 * 1000 * MS, 0.0).header.stamp.sec == 10
+    assert side.match_camera_info(11 * 1000 * MS + 40 * MS, 0.05).header.stamp.sec == 11
+    assert side.match_camera_info(10 * 1000 * MS + 500 * MS, 0.05) is None
+    side.add_sparse(_stamped(20))
+    assert side.match_sparse(20 * 1000 * MS + 90 * MS, 0.1).header.stamp.sec == 20
+    assert side.match_sparse(20 * 1000 * MS + 110 * MS, 0.1) is None
