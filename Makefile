@@ -28,8 +28,8 @@ demo: build
 	$(IN_ENV) python -m lotus_ros.demo $(if $(TINY),--tiny) $(DEMO_ARGS)
 
 benchmark: build
-	$(IN_ENV) python -m lotus_ros.benchmark --random-weights && \
-	  python -m lotus_ros.geometry_benchmark && python -m lotus_ros.node_benchmark
+	$(IN_ENV) python -m lotus_ros.benchmarks.engine_benchmark --random-weights && \
+	  python -m lotus_ros.benchmarks.geometry_benchmark && python -m lotus_ros.benchmarks.node_benchmark
 
 clean:
 	rm -rf build install log demo_output

@@ -15,7 +15,7 @@ def tiny_lotus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     'depth' (named like a disparity checkpoint) and 'normal' share identical VAE weights, as
     the published checkpoints do, so the engine's shared-VAE path is exercised offline.
     """
-    from lotus_ros.random_models import save_random_lotus
+    from lotus_ros.demo.random_models import save_random_lotus
 
     root = tmp_path_factory.mktemp('tiny_lotus')
     return {

@@ -29,6 +29,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 _domains = itertools.count(os.getpid() * 7)
@@ -41,7 +43,7 @@ def next_domain() -> int:
 
 def ros_env(domain_id: int) -> dict[str, str]:
     """Return the demo's ROS subprocess environment plus test/ (the model double) on PYTHONPATH."""
-    from lotus_ros.demo import ros_environment
+    from lotus_ros.demo.run import ros_environment
 
     env = ros_environment(domain_id)
     # Appended, so an installed lotus_ros (with generated messages) wins over the source tree.
@@ -79,7 +81,7 @@ class NodeProcess:
     def __init__(self, tmp_path: Path, domain: int, params: dict | None = None,
                  env: dict | None = None, remaps: dict | None = None):
         args = [node_executable(), '--ros-args']
-        for k, v in {'engine_factory': 'model_double:make_engine', **(params or {})}.items():
+        for k, v in {'engine_factory': DOUBLE_FACTORY, **(params or {})}.items():
             args += ['-p', f'{k}:={_value(v)}']
         for k, v in (remaps or {}).items():
             args += ['-r', f'{k}:={v}']

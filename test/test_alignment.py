@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lotus_ros.alignment import MetricAligner, apply_affine, fit_affine
-from lotus_ros.geometry import Intrinsics, backproject
+from lotus_ros.core.alignment import MetricAligner, apply_affine, fit_affine
+from lotus_ros.core.geometry import Intrinsics, backproject
 
 Z_MIN, Z_MAX = 0.1, 100.0
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from lotus_ros import bag_io
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.bags import bag_io
+from lotus_ros.demo.synthetic import render_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ from node_harness import next_domain, ros_env
 import numpy as np
 import pytest
 
-from lotus_ros import demo
+from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
+from lotus_ros.demo import run as demo
 
 ROWS = ('frames in (images replayed)', 'frames out (depth/relative)',
         'frames with metric depth (depth/image)', 'point clouds (points)',
@@ -124,14 +125,13 @@ def test_ply_and_side_view_helpers(tmp_path):
 @needs_node
 def test_summary_numbers_against_ground_truth(tmp_path):
     """With a model double that knows the true disparity the summary must report small errors."""
-    from model_double import save_truth
-
-    from lotus_ros.synthetic import render_sequence
+    from lotus_ros.benchmarks.model_double import save_truth
+    from lotus_ros.demo.synthetic import render_sequence
 
     frames, w, h = 8, 128, 96
     save_truth(render_sequence(frames, width=w, height=h), tmp_path / 'truth.npz')
     (tmp_path / 'double.yaml').write_text(
-        '/**:\n  ros__parameters:\n    engine_factory: model_double:make_engine\n')
+        f'/**:\n  ros__parameters:\n    engine_factory: {DOUBLE_FACTORY}\n')
     env = ros_env(next_domain())
     env['LOTUS_DOUBLE_TRUTH'] = str(tmp_path / 'truth.npz')
     result = subprocess.run(

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from lotus_ros.engine import LotusEngine, ModelLoadError
-from lotus_ros.random_models import save_random_lotus
+from lotus_ros.core.lotus_d import LotusEngine, ModelLoadError
+from lotus_ros.demo.random_models import save_random_lotus
 
 TOL = 1e-5
 # Batch size changes how CPU convolutions block their sums; observed up to ~1e-5 here.
@@ -305,7 +305,7 @@ def test_warmup_and_fp32_default_on_cpu(tiny_lotus):
 
 
 def test_benchmark_smoke(tiny_lotus, capsys):
-    from lotus_ros.benchmark import main
+    from lotus_ros.benchmarks.engine_benchmark import main
 
     folder = str(tiny_lotus['depth'])
     assert main(['--depth-model', folder, '--normal-model', folder, '--resolutions', '40x56',

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from lotus_ros.frame_queue import FrameQueue
+from lotus_ros.ros.frame_queue import FrameQueue
 
 
 def test_newest_wins_counts_drops():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lotus_ros.geometry import Intrinsics, backproject, intrinsics_from_camera_info, project
+from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_camera_info, project
 
 INTR = Intrinsics(fx=52.0, fy=48.0, cx=15.3, cy=11.7, width=32, height=24)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from lotus_ros.image_conversions import (
+from lotus_ros.ros.images import (
     ImageConversionError,
     array_to_image,
     compressed_to_rgb,

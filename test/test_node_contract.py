@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from lotus_ros.image_conversions import array_to_image, image_to_array
-from lotus_ros.pointcloud import CloudField, cloud_dtype
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.core.pointcloud import CloudField, cloud_dtype
+from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.ros.images import array_to_image, image_to_array
 
 W, H = 192, 144
 TOPICS = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
@@ -31,8 +31,7 @@ TOPICS = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative
 
 
 def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=True):
-    from model_double import save_truth
-
+    from lotus_ros.benchmarks.model_double import save_truth
     from lotus_ros.msg import DepthAlignment
 
     truth = tmp_path / 'truth.npz'
@@ -183,7 +182,7 @@ def test_real_engine_tiny_random_weights(tmp_path, tiny_lotus):
 
 
 def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
-    from model_double import save_truth
+    from lotus_ros.benchmarks.model_double import save_truth
 
     truth = tmp_path / 'truth.npz'
     save_truth(room, truth)

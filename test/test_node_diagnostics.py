@@ -6,7 +6,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 
-from lotus_ros.diagnostics import NodeStats, RateMeter, build_diagnostics, percentile
+from lotus_ros.ros.diagnostics import NodeStats, RateMeter, build_diagnostics, percentile
 
 
 def test_rate_meter_counts_events_in_window():

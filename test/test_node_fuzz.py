@@ -19,7 +19,7 @@ from node_harness import (
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
-from lotus_ros.image_conversions import array_to_image, rgb_to_compressed
+from lotus_ros.ros.images import array_to_image, rgb_to_compressed
 
 N = 200
 W, H = 64, 48

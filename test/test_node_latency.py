@@ -18,7 +18,7 @@ from node_harness import (
 import numpy as np
 from sensor_msgs.msg import Image
 
-from lotus_ros.image_conversions import array_to_image
+from lotus_ros.ros.images import array_to_image
 
 DELAY = 0.2
 RATE = 30.0

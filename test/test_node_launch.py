@@ -12,6 +12,8 @@ from node_harness import HERE, REPO, Client, next_domain, node_executable
 import pytest
 from sensor_msgs.msg import Image
 
+from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
+
 LAUNCH_FILE = REPO / 'launch' / 'lotus.launch.py'
 REQUIRED = {'namespace', 'params_file', 'image', 'camera_info', 'sparse_depth', 'sparse_points',
             'depth_model', 'normal_model', 'device', 'use_sim_time', 'log_level'}
@@ -49,7 +51,7 @@ def test_launch_starts_the_node(tmp_path):
     _load()
     node_executable()
     params = tmp_path / 'params.yaml'
-    params.write_text("/**:\n  ros__parameters:\n    engine_factory: 'model_double:make_engine'\n"
+    params.write_text(f"/**:\n  ros__parameters:\n    engine_factory: '{DOUBLE_FACTORY}'\n"
                       "    alignment:\n      source: 'none'\n")
     domain = next_domain()
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain),

@@ -19,7 +19,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
 
-from lotus_ros.image_conversions import array_to_image, image_to_array
+from lotus_ros.ros.images import array_to_image, image_to_array
 
 RGB = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
 

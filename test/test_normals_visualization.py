@@ -3,9 +3,9 @@
 import cv2
 import numpy as np
 
-from lotus_ros.geometry import Intrinsics, backproject
-from lotus_ros.normals import lotus_to_optical
-from lotus_ros.visualization import colorize_depth, colorize_normals
+from lotus_ros.core.geometry import Intrinsics, backproject
+from lotus_ros.core.normals import lotus_to_optical
+from lotus_ros.core.visualization import colorize_depth, colorize_normals
 
 
 def test_fronto_parallel_plane_faces_camera():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lotus_ros.parameters import SPECS, defaults, validate, validate_set
+from lotus_ros.ros.parameters import SPECS, defaults, validate, validate_set
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'lotus.yaml'
 
@@ -81,7 +81,7 @@ def test_declared_on_a_real_node_with_descriptors():
     from rclpy.node import Node
     from rclpy.parameter import Parameter
 
-    from lotus_ros.parameters import declare_parameters
+    from lotus_ros.ros.parameters import declare_parameters
 
     ctx = Context()
     rclpy.init(context=ctx, args=['--ros-args', '-p', 'points.min_depth:=1',

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lotus_ros.pointcloud import FLOAT32, pack_cloud
+from lotus_ros.core.pointcloud import FLOAT32, pack_cloud
 
 SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 8: 8}
 NUMPY = {1: 'i1', 2: 'u1', 3: '<i2', 4: '<u2', 5: '<i4', 6: '<u4', 7: '<f4', 8: '<f8'}

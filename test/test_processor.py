@@ -8,14 +8,14 @@ import pytest
 from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from lotus_ros.cloud_message import cloud_to_xyz
-from lotus_ros.image_conversions import ImageConversionError, array_to_image, image_to_array
-from lotus_ros.pointcloud import CloudField, cloud_dtype
-from lotus_ros.processor import OUTPUTS, FrameInputs, FrameProcessor
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.core.pointcloud import CloudField, cloud_dtype
+from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.ros.clouds import cloud_to_xyz
+from lotus_ros.ros.images import ImageConversionError, array_to_image, image_to_array
+from lotus_ros.ros.processor import OUTPUTS, FrameInputs, FrameProcessor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from model_double import ModelDouble, save_truth  # noqa: E402
+from lotus_ros.benchmarks.model_double import ModelDouble, save_truth  # noqa: E402
 
 W, H = 160, 120
 

@@ -9,7 +9,12 @@ from safetensors.torch import load_file
 import torch
 from transformers import CLIPTokenizer
 
-from lotus_ros.random_models import build_text_encoder, build_unet, build_vae, save_random_lotus
+from lotus_ros.demo.random_models import (
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    save_random_lotus,
+)
 
 
 def count(module: torch.nn.Module) -> int:

@@ -10,8 +10,9 @@ from node_harness import Client, next_domain, reliable, ros_env
 import numpy as np
 import pytest
 
-from lotus_ros import bag_io
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.bags import bag_io
+from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
+from lotus_ros.demo.synthetic import render_sequence
 
 serialization = pytest.importorskip('rclpy.serialization')
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -45,7 +46,7 @@ def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
     try:
         start = time.monotonic()
         result = subprocess.run(
-            [sys.executable, '-m', 'lotus_ros.player', str(bag), '--rate', '2', '--clock',
+            [sys.executable, '-m', 'lotus_ros.bags.player', str(bag), '--rate', '2', '--clock',
              '--linger', '0.5'],
             env=ros_env(domain), capture_output=True, text=True, timeout=60)
         elapsed = time.monotonic() - start
@@ -76,7 +77,8 @@ def test_rate_topics_and_bad_bag(tmp_path, frames):
     recorder = _raw_recorder(domain, TOPICS)
     try:
         result = subprocess.run(
-            [sys.executable, '-m', 'lotus_ros.player', str(bag), '--rate', '0', '--linger', '0.5',
+            [sys.executable, '-m', 'lotus_ros.bags.player', str(bag), '--rate', '0',
+             '--linger', '0.5',
              '--topics', '/camera/image_raw', '--remap', '/camera/image_raw:=/lidar/depth'],
             env=ros_env(domain), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
@@ -88,7 +90,8 @@ def test_rate_topics_and_bad_bag(tmp_path, frames):
     images = [m.rawdata for m in bag_io.read_messages(bag, topics=['/camera/image_raw'])]
     assert [d for _, d in messages['/lidar/depth']] == images
     assert messages['/camera/image_raw'] == [] and messages['/camera/camera_info'] == []
-    missing = subprocess.run([sys.executable, '-m', 'lotus_ros.player', str(tmp_path / 'nope')],
+    missing = subprocess.run([sys.executable, '-m', 'lotus_ros.bags.player',
+                              str(tmp_path / 'nope')],
                              env=ros_env(domain), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and 'cannot open' in missing.stderr
 
@@ -104,12 +107,11 @@ def _node_installed() -> bool:
 @pytest.mark.parametrize('storage', bag_io.STORAGES)
 def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, storage):
     """Node with sim time and drop_frames false: every frame out, same stamps, same arrays."""
-    from model_double import save_truth
-
-    from lotus_ros import demo
-    from lotus_ros.image_conversions import image_to_array
-    from lotus_ros.process_bag import load_params, process_bag
-    from lotus_ros.stamp_cache import stamp_to_ns
+    from lotus_ros.bags.process_bag import load_params, process_bag
+    from lotus_ros.benchmarks.model_double import save_truth
+    from lotus_ros.demo import run as demo
+    from lotus_ros.ros.images import image_to_array
+    from lotus_ros.ros.stamp_cache import stamp_to_ns
 
     frames = render_sequence(6, width=96, height=72, seed=6)
     bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
@@ -117,7 +119,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
     save_truth(frames, truth)
     monkeypatch.setenv('LOTUS_DOUBLE_TRUTH', str(truth))
     params = demo.demo_parameters('', '', device='cpu', processing_resolution=96,
-                                  extra={'engine_factory': 'model_double:make_engine'})
+                                  extra={'engine_factory': DOUBLE_FACTORY})
     params_file = demo.write_params_file(tmp_path / 'params.yaml', params)
     recording = demo.run_pipeline(
         bag, [params_file], domain_id=next_domain(), num_images=len(frames),
@@ -157,7 +159,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
 
 
 def test_process_bag_parameters(tmp_path, capsys):
-    from lotus_ros.process_bag import load_params, main
+    from lotus_ros.bags.process_bag import load_params, main
 
     path = tmp_path / 'p.yaml'
     path.write_text('other_node:\n  ros__parameters:\n    drop_frames: true\n'

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from builtin_interfaces.msg import Time
 import pytest
 
-from lotus_ros.stamp_cache import SideInputs, StampCache, stamp_to_ns
+from lotus_ros.ros.stamp_cache import SideInputs, StampCache, stamp_to_ns
 
 MS = 1_000_000
 

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from lotus_ros import synthetic
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.demo import synthetic
+from lotus_ros.demo.synthetic import render_sequence
 
 
 @pytest.fixture(scope='module')

@@ -1,7 +1,7 @@
 """
 Run the lotus pipeline over a recorded bag without DDS and write the outputs to a new bag.
 
-`python -m lotus_ros.process_bag IN_BAG OUT_BAG [--params config/lotus.yaml] [-p name:=value]`
+`python -m lotus_ros.bags.process_bag IN_BAG OUT_BAG [--params config/lotus.yaml] [-p name:=value]`
 
 Every image is processed, in order, by the same FrameProcessor and engine loader the node uses
 (so for the same bag and parameters the outputs equal the node's with drop_frames false and lazy
@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from lotus_ros import bag_io, installed
-from lotus_ros.parameters import SPEC_BY_NAME, defaults, validate, validate_set
+from lotus_ros import installed
+from lotus_ros.bags import bag_io
+from lotus_ros.ros.parameters import SPEC_BY_NAME, defaults, validate, validate_set
 
 ALIGNMENT_TYPE = 'lotus_ros/msg/DepthAlignment'
 
@@ -104,11 +105,11 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import PointCloud2
 
-    from lotus_ros.image_conversions import ImageConversionError
-    from lotus_ros.node import load_engine
-    from lotus_ros.player import Progress, message_class
-    from lotus_ros.processor import FrameInputs, FrameProcessor, static_points_transform
-    from lotus_ros.stamp_cache import SideInputs, stamp_to_ns
+    from lotus_ros.bags.player import Progress, message_class
+    from lotus_ros.ros.images import ImageConversionError
+    from lotus_ros.ros.node import load_engine
+    from lotus_ros.ros.processor import FrameInputs, FrameProcessor, static_points_transform
+    from lotus_ros.ros.stamp_cache import SideInputs, stamp_to_ns
 
     topics = bag_io.bag_topics(in_bag)
     if image_topic not in topics:
@@ -170,7 +171,8 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m lotus_ros.process_bag', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.bags.process_bag',
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('in_bag')
     parser.add_argument('out_bag', help='new bag folder (must not exist)')

@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 
+# engine_factory value that makes lotus_node load this double (tests and benchmarks only).
+DOUBLE_FACTORY = 'lotus_ros.benchmarks.model_double:make_engine'
+
 
 @dataclass
 class Prediction:

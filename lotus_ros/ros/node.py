@@ -26,18 +26,18 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from lotus_ros.diagnostics import NodeStats, build_diagnostics
-from lotus_ros.frame_queue import FrameQueue
-from lotus_ros.image_conversions import ImageConversionError
-from lotus_ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
-from lotus_ros.processor import (
+from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
+from lotus_ros.ros.frame_queue import FrameQueue
+from lotus_ros.ros.images import ImageConversionError
+from lotus_ros.ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
+from lotus_ros.ros.processor import (
     OUTPUTS,
     FrameInputs,
     FrameProcessor,
     stamp_seconds,
     static_points_transform,
 )
-from lotus_ros.stamp_cache import SideInputs, stamp_to_ns
+from lotus_ros.ros.stamp_cache import SideInputs, stamp_to_ns
 
 WARN_PERIOD = 5.0          # s between warnings of the same kind
 SPARSE_WAIT = 0.05         # s the worker may wait for a sparse message that is about to arrive
@@ -59,7 +59,7 @@ def load_engine(params: dict[str, Any]):
         except (ImportError, AttributeError) as e:
             raise StartupError(f"engine_factory '{factory}' not found: {e}") from e
         return fn(dict(params))
-    from lotus_ros.engine import LotusEngine
+    from lotus_ros.core.lotus_d import LotusEngine
     return LotusEngine.from_pretrained(
         params['depth_model'] or None, params['normal_model'] or None,
         device=params['device'], dtype=params['dtype'],

@@ -7,7 +7,7 @@ The main job in one command: the lotus node fed by a replayed bag, outputs you c
    it as a rosbag2 bag (/camera/image_raw, /camera/camera_info, /lidar/depth);
 2. starts the installed lotus_node as its own process with use_sim_time, drop_frames false and
    lazy false (every frame is processed, in order);
-3. replays the bag with /clock (lotus_ros.player: the recorded bytes, recorded timing) and
+3. replays the bag with /clock (lotus_ros.bags.player: the recorded bytes, recorded timing) and
    records every output topic in this process;
 4. writes to the output folder: a contact sheet PNG per few frames (rgb | relative depth |
    metric depth | normals | cloud seen from the side), one point cloud as PLY, the node log and
@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from lotus_ros import bag_io, installed
-from lotus_ros.stamp_cache import stamp_to_ns
-from lotus_ros.synthetic import SyntheticFrame, render_sequence
+from lotus_ros import installed
+from lotus_ros.bags import bag_io
+from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.ros.stamp_cache import stamp_to_ns
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
 NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
@@ -89,7 +90,7 @@ def resolve_model(name: str, what: str) -> str:
     """
     if not name:
         return ''
-    from lotus_ros.engine import ModelLoadError, resolve_checkpoint
+    from lotus_ros.core.lotus_d import ModelLoadError, resolve_checkpoint
 
     if not Path(name).expanduser().is_dir():
         print(f'Fetching the {what} model {name} (first run downloads it) ...', flush=True)
@@ -108,7 +109,7 @@ def resolve_model(name: str, what: str) -> str:
 
 def tiny_models(folder: Path) -> tuple[str, str]:
     """Build tiny random-weight Lotus-D checkpoints (depth named as a disparity model)."""
-    from lotus_ros.random_models import save_random_lotus
+    from lotus_ros.demo.random_models import save_random_lotus
 
     depth = folder / 'lotus-depth-d-tiny-disparity'
     normal = folder / 'lotus-normal-d-tiny'
@@ -261,7 +262,7 @@ def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_ima
 
     Raises DemoError if the node dies (e.g. the model cannot load) or outputs stop coming.
     """
-    from lotus_ros.player import Progress, play_bag
+    from lotus_ros.bags.player import Progress, play_bag
 
     env = ros_environment(domain_id)
     env.update(env_extra or {})
@@ -335,14 +336,14 @@ def _node_failure(log_path: Path) -> str:
 
 # -- analysis ------------------------------------------------------------------------------
 def _image_array(msg) -> np.ndarray:
-    from lotus_ros.image_conversions import image_to_array
+    from lotus_ros.ros.images import image_to_array
 
     return image_to_array(msg)
 
 
 def cloud_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
     """Return finite xyz (N x 3) and their rgb (N x 3 uint8) if the cloud has colour."""
-    from lotus_ros.pointcloud import CloudField, cloud_dtype
+    from lotus_ros.core.pointcloud import CloudField, cloud_dtype
 
     fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
     data = np.frombuffer(bytes(msg.data), cloud_dtype(fields, msg.point_step))
@@ -406,7 +407,7 @@ def _label(panel: np.ndarray, text: str) -> np.ndarray:
 
 def contact_sheet(frame: SyntheticFrame, outputs: dict[str, Any]) -> np.ndarray:
     """Return one row: rgb | relative depth | metric depth | normals | cloud from the side."""
-    from lotus_ros.visualization import colorize_depth, colorize_normals
+    from lotus_ros.core.visualization import colorize_depth, colorize_normals
 
     h, w = frame.height, frame.width
     blank = np.full((h, w, 3), 40, dtype=np.uint8)

@@ -19,20 +19,20 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from lotus_ros.alignment import AlignmentState, MetricAligner
-from lotus_ros.cloud_message import CloudError, cloud_to_xyz, packed_to_msg, transform_points
-from lotus_ros.geometry import Intrinsics, backproject, intrinsics_from_camera_info
-from lotus_ros.image_conversions import (
+from lotus_ros.core.alignment import AlignmentState, MetricAligner
+from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_camera_info
+from lotus_ros.core.normals import lotus_to_optical
+from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.core.visualization import colorize_depth, colorize_normals
+from lotus_ros.ros.clouds import CloudError, cloud_to_xyz, packed_to_msg, transform_points
+from lotus_ros.ros.images import (
     ImageConversionError,
     array_to_image,
     compressed_to_rgb,
     depth_image_to_metres,
     image_to_rgb,
 )
-from lotus_ros.normals import lotus_to_optical
-from lotus_ros.parameters import defaults
-from lotus_ros.pointcloud import pack_cloud
-from lotus_ros.visualization import colorize_depth, colorize_normals
+from lotus_ros.ros.parameters import defaults
 
 OUTPUTS = ('depth/image', 'depth/camera_info', 'depth/relative', 'depth/colored',
            'normal/image', 'normal/colored', 'points', 'alignment')

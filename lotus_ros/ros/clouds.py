@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from lotus_ros.image_conversions import as_byte_array
-from lotus_ros.pointcloud import PackedCloud
+from lotus_ros.core.pointcloud import PackedCloud
+from lotus_ros.ros.images import as_byte_array
 
 _XYZ_TYPES = {PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
 MAX_POINTS = 20_000_000

@@ -1,7 +1,7 @@
 """
 Time the numeric geometry path (alignment, apply, back-projection, packing) and print a table.
 
-Usage: python -m lotus_ros.geometry_benchmark [--repeat 50] [--width 640] [--height 480]
+Usage: python -m lotus_ros.benchmarks.geometry_benchmark [--repeat 50] [--width 640] [--height 480]
 Targets from the design: alignment <= 2 ms at 1k and <= 10 ms at 10k candidates, dense steps a
 few ms at 640x480, on one core.
 """
@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from lotus_ros.alignment import MetricAligner, apply_affine, fit_affine
-from lotus_ros.geometry import Intrinsics, backproject
-from lotus_ros.normals import lotus_to_optical
-from lotus_ros.pointcloud import pack_cloud
-from lotus_ros.visualization import colorize_depth
+from lotus_ros.core.alignment import MetricAligner, apply_affine, fit_affine
+from lotus_ros.core.geometry import Intrinsics, backproject
+from lotus_ros.core.normals import lotus_to_optical
+from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.core.visualization import colorize_depth
 
 
 def _samples(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +43,7 @@ def _time(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m lotus_ros.geometry_benchmark',
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.benchmarks.geometry_benchmark',
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument('--repeats', type=int, default=50, help='timed runs per case')
     parser.add_argument('--width', type=int, default=640)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from lotus_ros.geometry import Intrinsics, project
+from lotus_ros.core.geometry import Intrinsics, project
 
 SPACES = ('disparity', 'depth')
 MODES = ('scale_shift', 'scale', 'none')

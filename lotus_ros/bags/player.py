@@ -1,7 +1,7 @@
 """
 Replay a rosbag2 bag into ROS 2 without rosbag2 installed.
 
-`python -m lotus_ros.player BAG [--rate R] [--clock] [--topics T ...]`
+`python -m lotus_ros.bags.player BAG [--rate R] [--clock] [--topics T ...]`
 
 The player publishes the recorded serialized bytes unchanged, so header stamps, encodings and
 every field arrive exactly as recorded; only the timing is recreated, from the bag's log times
@@ -25,7 +25,7 @@ import importlib
 import sys
 import time
 
-from lotus_ros import bag_io
+from lotus_ros.bags import bag_io
 
 CLOCK_TOPIC = '/clock'
 
@@ -164,7 +164,7 @@ def _parse_remaps(items: list[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m lotus_ros.player', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.bags.player', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('bag', help='rosbag2 folder (mcap or sqlite3)')
     parser.add_argument('--rate', type=float, default=1.0,
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         remaps = _parse_remaps(args.remap)
         bag_io.bag_topics(args.bag)
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
-        print(f'lotus_ros.player: cannot open {args.bag}: {exc}', file=sys.stderr)
+        print(f'lotus_ros.bags.player: cannot open {args.bag}: {exc}', file=sys.stderr)
         return 2
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                           wait=args.wait, delay=args.delay, linger=args.linger,
                           progress=not args.no_progress)
     except ValueError as exc:
-        print(f'lotus_ros.player: {exc}', file=sys.stderr)
+        print(f'lotus_ros.bags.player: {exc}', file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130

@@ -18,7 +18,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from lotus_ros.synthetic import SyntheticFrame
+from lotus_ros.demo.synthetic import SyntheticFrame
 
 TOPIC_IMAGE = '/camera/image_raw'
 TOPIC_CAMERA_INFO = '/camera/camera_info'

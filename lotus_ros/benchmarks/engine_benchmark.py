@@ -1,11 +1,11 @@
 """
 Time LotusEngine per stage against a per-frame baseline that follows the released Lotus code.
 
-`python -m lotus_ros.benchmark --random-weights --resolutions 256x320` builds the full-size
-Stable Diffusion 2 architecture with random weights (compute does not depend on weight values)
-and prints, for depth-only and depth+normal, the seconds per stage (best of the repeats),
-total, frames/s and peak memory of the engine and of the baseline, and their ratio. The
-baseline does what the released code does for every frame: encode the empty prompt, encode
+`python -m lotus_ros.benchmarks.engine_benchmark --random-weights --resolutions 256x320`
+builds the full-size Stable Diffusion 2 architecture with random weights (compute does not
+depend on weight values) and prints, for depth-only and depth+normal, the seconds per stage
+(best of the repeats), total, frames/s and peak memory of the engine and of the baseline,
+and their ratio. The baseline does what the released code does for every frame: encode the empty prompt, encode
 the image once per task with a sampled latent, run each task as its own pipeline and
 post-process in numpy. It runs the engine's own UNet and VAE modules so that only the
 per-frame procedure differs.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lotus_ros.engine import TIMESTEP, LotusEngine, processing_size, resolve_checkpoint
+from lotus_ros.core.lotus_d import TIMESTEP, LotusEngine, processing_size, resolve_checkpoint
 
 ROWS = ('text', 'preprocess', 'encode', 'unet_depth', 'unet_normal', 'decode', 'postprocess',
         'total')
@@ -187,7 +187,7 @@ def _summary(runs: list[dict[str, float]], statistic: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     workdir = None
     if args.random_weights:
-        from lotus_ros.random_models import save_random_lotus
+        from lotus_ros.demo.random_models import save_random_lotus
 
         if args.weights_dir:
             folder = Path(args.weights_dir)
@@ -269,7 +269,8 @@ def _benchmark(args: argparse.Namespace, depth_model: str, normal_model: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m lotus_ros.benchmark', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m lotus_ros.benchmarks.engine_benchmark',
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--depth-model', help='hub id or local folder of a depth checkpoint')
     parser.add_argument('--normal-model', help='hub id or local folder of a normal checkpoint')

@@ -1,0 +1,1 @@
+"""Benchmarks that print tables (engine, geometry, node); speed targets live here, not in tests."""

@@ -1,0 +1,296 @@
+"""
+Node overhead benchmark: python -m lotus_ros.benchmarks.node_benchmark [--width 640 --height 480].
+
+Runs lotus_node as its own process with an instant model (so only the node's own work is timed),
+every output on, and feeds it image + camera_info + sparse depth at --rate from this process,
+which also subscribes to every output. Prints the node's per-stage time (from /diagnostics) and
+the sustained output rate and latency this other process sees, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from lotus_ros import installed
+
+SCALE = 2.0           # metric disparity = SCALE * relative disparity (the instant model's truth)
+STAGES = ('decode', 'inference', 'postprocess', 'align', 'pack', 'publish')
+
+
+def ramp(h: int, w: int) -> np.ndarray:
+    """Relative disparity of a floor-like scene: far at the top, near at the bottom."""
+    return np.repeat(np.linspace(0.2, 1.0, h, dtype=np.float32)[:, None], w, axis=1)
+
+
+@dataclass
+class _Prediction:
+    depth: np.ndarray | None
+    depth_space: str | None
+    normal: np.ndarray | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class InstantEngine:
+    """Answers at once, so the benchmark measures the node and not a model."""
+
+    has_depth = True
+    has_normal = True
+    depth_space = 'disparity'
+    device = 'cpu'
+    dtype = 'instant'
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def memory_stats(self) -> dict[str, float]:
+        return {}
+
+    def predict(self, rgb: np.ndarray, *, depth: bool = True, normal: bool = True):
+        h, w = rgb.shape[:2]
+        if (h, w) not in self._cache:
+            n = np.zeros((h, w, 3), np.float32)
+            n[..., 1] = 1.0
+            self._cache[(h, w)] = (ramp(h, w), n)
+        d, n = self._cache[(h, w)]
+        return _Prediction(d if depth else None, 'disparity' if depth else None,
+                           n if normal else None, {'total': 0.0})
+
+
+def make_instant_engine(params: dict) -> InstantEngine:
+    return InstantEngine()
+
+
+def synthetic_inputs(width: int, height: int):
+    """Images, K (row-major 3x3) and a LiDAR-like sparse depth consistent with ramp()."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(4)]
+    f = 0.8 * width
+    k = [f, 0.0, width / 2 - 0.5, 0.0, f, height / 2 - 0.5, 0.0, 0.0, 1.0]
+    sparse = np.full((height, width), np.nan, np.float32)
+    rows = np.arange(height // 3, height, max(height // 32, 1))
+    sparse[rows, ::4] = 1.0 / (SCALE * ramp(height, width)[rows, ::4])
+    return images, k, sparse
+
+
+def camera_info_msg(k, width: int, height: int, header):
+    from sensor_msgs.msg import CameraInfo
+    return CameraInfo(header=header, width=width, height=height, k=k,
+                      p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0],
+                      distortion_model='plumb_bob', d=[0.0] * 5)
+
+
+def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float]:
+    """Mean ms per stage of FrameProcessor alone (no transport, no other process)."""
+    from std_msgs.msg import Header
+
+    from lotus_ros.ros.images import array_to_image
+    from lotus_ros.ros.processor import FrameInputs, FrameProcessor
+
+    proc = FrameProcessor(InstantEngine(), {})
+    images, k, sparse = synthetic_inputs(width, height)
+    sums: dict[str, float] = {}
+    t0 = 0.0
+    for i in range(frames + 3):
+        if i == 3:
+            sums, t0 = {}, time.perf_counter()
+        hdr = Header(frame_id='camera_optical')
+        hdr.stamp.sec = 1000 + i
+        res = proc.process(FrameInputs(array_to_image(images[i % 4], 'rgb8', hdr),
+                                       camera_info_msg(k, width, height, hdr),
+                                       array_to_image(sparse, '32FC1', hdr)))
+        for key, v in res.timings.items():
+            sums[key] = sums.get(key, 0.0) + v
+    out = {key: 1e3 * v / frames for key, v in sums.items()}
+    out['wall'] = 1e3 * (time.perf_counter() - t0) / frames
+    return out
+
+
+def _node_command() -> list[str]:
+    """Run the installed executable, else the module from the source tree (not built)."""
+    exe = installed.node_executable()
+    return [str(exe)] if exe is not None else [sys.executable, '-m', 'lotus_ros.ros.node']
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads); NaN where /proc is missing."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return float('nan')
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def run(width: int, height: int, rate: float, duration: float, warmup: float,
+        domain: int) -> dict:
+    from diagnostic_msgs.msg import DiagnosticArray
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Header
+
+    from lotus_ros.msg import DepthAlignment
+    from lotus_ros.ros.images import array_to_image
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    profile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'config', 'fastdds_profile.xml')
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and os.path.exists(profile):
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
+    params = {'engine_factory': 'lotus_ros.benchmarks.node_benchmark:make_instant_engine',
+              'lazy': 'false',
+              'drop_frames': 'true', 'alignment.source': 'sparse_depth',
+              'points.color': 'true'}
+    cmd = _node_command() + ['--ros-args'] + sum((['-p', f'{k}:={v}'] for k, v in
+                                                  params.items()), [])
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = Node('lotus_node_benchmark', context=ctx)
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                     reliability=ReliabilityPolicy.RELIABLE)
+    topics = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
+              'depth/colored': Image, 'normal/image': Image, 'normal/colored': Image,
+              'points': PointCloud2, 'alignment': DepthAlignment}
+    received: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
+    diag: list = []
+    subs = []
+    for topic, typ in topics.items():
+        def cb(msg, topic=topic):
+            st = msg.header.stamp
+            received[topic].append((time.time(), st.sec + st.nanosec * 1e-9))
+        subs.append(node.create_subscription(typ, topic, cb, qos))
+    node.create_subscription(DiagnosticArray, '/diagnostics', diag.append, 10)
+    pub_img = node.create_publisher(Image, 'image', qos)
+    pub_info = node.create_publisher(CameraInfo, 'camera_info', qos)
+    pub_sparse = node.create_publisher(Image, 'sparse_depth', qos)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                pub_img.get_subscription_count() and all(
+                    s.get_publisher_count() for s in subs)):
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError('lotus_node exited: ' + log.read().decode(errors='replace'))
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+        images, k, sparse = synthetic_inputs(width, height)
+
+        t_start = time.monotonic()
+        t_measure = t_start + warmup
+        n = 0
+        cpu_start = None
+        while time.monotonic() - t_start < warmup + duration:
+            if cpu_start is None and time.monotonic() >= t_measure:
+                cpu_start = _cpu_seconds(proc.pid)
+            now = time.time()
+            hdr = Header(frame_id='camera_optical')
+            hdr.stamp.sec, hdr.stamp.nanosec = int(now), int((now % 1) * 1e9)
+            pub_info.publish(camera_info_msg(k, width, height, hdr))
+            pub_sparse.publish(array_to_image(sparse, '32FC1', hdr))
+            pub_img.publish(array_to_image(images[n % len(images)], 'rgb8', hdr))
+            n += 1
+            time.sleep(max(0.0, t_start + n / rate - time.monotonic()))
+        t_end = time.monotonic()
+        cpu_used = _cpu_seconds(proc.pid) - cpu_start
+        time.sleep(1.2)
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        proc.send_signal(2)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    wall_start = time.time() - (time.monotonic() - t_measure)
+    wall_end = time.time() - (time.monotonic() - t_end)
+    rates, latency = {}, {}
+    for topic, recs in received.items():
+        window = [r for r in recs if wall_start <= r[0] <= wall_end]
+        rates[topic] = len(window) / (wall_end - wall_start)
+        lat = [r[0] - r[1] for r in window]
+        latency[topic] = (float(np.percentile(lat, 50)), float(np.percentile(lat, 95))) \
+            if lat else (float('nan'), float('nan'))
+    stages = {}
+    for arr in reversed(diag):
+        for st in arr.status:
+            if st.name.endswith('pipeline'):
+                stages = {kv.key: kv.value for kv in st.values}
+                break
+        if stages:
+            break
+    frames = rates['depth/relative'] * (wall_end - wall_start)
+    return {'rates': rates, 'latency': latency, 'diag': stages, 'sent_rate': rate,
+            'width': width, 'height': height,
+            'cpu_ms_per_frame': 1e3 * cpu_used / frames if frames else float('nan')}
+
+
+def table(res: dict) -> str:
+    d, alone = res['diag'], res.get('alone', {})
+    lines = [f"lotus_node, instant model, {res['width']}x{res['height']}, every output on, "
+             f"input {res['sent_rate']:.0f} Hz", '',
+             '| node stage | in the node, ms/frame | FrameProcessor alone, ms/frame |',
+             '| --- | ---: | ---: |']
+    total = total_alone = 0.0
+    for s in STAGES:
+        v = float(d.get(f'stage_{s}_ms', 'nan'))
+        a = alone.get(s, float('nan'))
+        total += 0.0 if np.isnan(v) else v
+        total_alone += 0.0 if np.isnan(a) else a
+        alone_cell = '-' if np.isnan(a) else f'{a:.2f}'
+        lines.append(f'| {s} | {v:.2f} | {alone_cell} |')
+    lines.append(f'| **total** | **{total:.2f}** | **{total_alone:.2f}** |')
+    lines += ['', '| output (subscriber in another process) | rate Hz | latency p50 ms | '
+              'p95 ms |', '| --- | ---: | ---: | ---: |']
+    for topic, r in res['rates'].items():
+        p50, p95 = res['latency'][topic]
+        lines.append(f'| {topic} | {r:.1f} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} |')
+    lines.append('')
+    lines.append(f"node process CPU time per published frame (all threads: worker, executor, "
+                 f"DDS): {res['cpu_ms_per_frame']:.1f} ms")
+    lines.append(f"node diagnostics: dropped {d.get('frames_dropped', '?')}, processed "
+                 f"{d.get('frames_processed', '?')}, stamp-to-publish p95 "
+                 f"{d.get('latency_p95_s', '?')} s")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument('--width', type=int, default=640)
+    ap.add_argument('--height', type=int, default=480)
+    ap.add_argument('--rate', type=float, default=30.0, help='input rate, Hz')
+    ap.add_argument('--duration', type=float, default=10.0, help='measured seconds')
+    ap.add_argument('--warmup', type=float, default=2.0)
+    ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
+                    or 90 + os.getpid() % 40)
+    args = ap.parse_args(argv)
+    alone = processor_only(args.width, args.height)
+    res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain_id)
+    res['alone'] = alone
+    print(table(res))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

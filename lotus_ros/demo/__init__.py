@@ -1,0 +1,1 @@
+"""The demo (`python -m lotus_ros.demo`) and its parts: synthetic scenes, tiny models."""
