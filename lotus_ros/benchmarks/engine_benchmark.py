@@ -4,11 +4,11 @@ Time LotusEngine per stage against a per-frame baseline that follows the release
 `python -m lotus_ros.benchmarks.engine_benchmark --random-weights --resolutions 256x320`
 builds the full-size Stable Diffusion 2 architecture with random weights (compute does not
 depend on weight values) and prints, for depth-only and depth+normal, the seconds per stage
-(best of the repeats), total, frames/s and peak memory of the engine and of the baseline,
-and their ratio. The baseline does what the released code does for every frame: encode the empty prompt, encode
-the image once per task with a sampled latent, run each task as its own pipeline and
-post-process in numpy. It runs the engine's own UNet and VAE modules so that only the
-per-frame procedure differs.
+(best of the repeats), total, frames/s and peak memory of the engine and of the baseline, and
+their ratio. The baseline does what the released code does for every frame: encode the empty
+prompt, encode the image once per task with a sampled latent, run each task as its own pipeline
+and post-process in numpy. It runs the engine's own UNet and VAE modules so that only the per-
+frame procedure differs.
 """
 
 from __future__ import annotations
