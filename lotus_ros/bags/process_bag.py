@@ -106,8 +106,8 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
     from sensor_msgs.msg import PointCloud2
 
     from lotus_ros.bags.player import Progress, message_class
+    from lotus_ros.core.engine import load_engine
     from lotus_ros.ros.images import ImageConversionError
-    from lotus_ros.ros.node import load_engine
     from lotus_ros.ros.processor import FrameInputs, FrameProcessor, static_points_transform
     from lotus_ros.ros.stamp_cache import SideInputs, stamp_to_ns
 

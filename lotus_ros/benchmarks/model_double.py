@@ -1,34 +1,31 @@
 """
-Test double for LotusEngine: knows the true answer for synthetic frames.
+A model double behind the Engine interface, for node tests and node benchmarks (never products).
 
-The node loads it with `engine_factory:=model_double:make_engine` (test/ on PYTHONPATH). For an
+lotus_node loads it with `engine_factory:=lotus_ros.benchmarks.model_double:make_engine`. For an
 image whose RGB bytes hash to a registered synthetic frame it returns the frame's true relative
 disparity normalised to [0, 1] plus seeded Gaussian noise (and the true normals in Lotus axes);
-for any other image a smooth ramp. Configuration comes from the environment so a test can set it
-for the node process: LOTUS_DOUBLE_TRUTH (npz written by save_truth), LOTUS_DOUBLE_DELAY (s per
-predict), LOTUS_DOUBLE_NOISE (std of the disparity noise), LOTUS_DOUBLE_NORMAL (0 disables the
-normal head), LOTUS_DOUBLE_FAIL (non-empty: raise like a model that cannot load).
+for any other image a smooth ramp (far at the top, near at the bottom). It can sleep per call, the
+way a CUDA wait releases the GIL, so throughput and overlap can be measured without a GPU.
+Configuration comes from the environment so a test can set it for the node process:
+LOTUS_DOUBLE_TRUTH (npz written by save_truth), LOTUS_DOUBLE_DELAY (s per predict_batch call),
+LOTUS_DOUBLE_DELAY_PER_IMAGE (s more per image of a batch), LOTUS_DOUBLE_NOISE (std of the
+disparity noise), LOTUS_DOUBLE_NORMAL (0 disables the normal head), LOTUS_DOUBLE_FAIL (non-empty:
+raise like a model that cannot load).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import hashlib
 import os
+import threading
 import time
 
 import numpy as np
 
+from lotus_ros.core.engine import ModelLoadError, Prediction
+
 # engine_factory value that makes lotus_node load this double (tests and benchmarks only).
 DOUBLE_FACTORY = 'lotus_ros.benchmarks.model_double:make_engine'
-
-
-@dataclass
-class Prediction:
-    depth: np.ndarray | None
-    depth_space: str | None
-    normal: np.ndarray | None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def rgb_hash(rgb: np.ndarray) -> str:
@@ -40,6 +37,11 @@ def relative_disparity(depth: np.ndarray) -> np.ndarray:
     with np.errstate(divide='ignore'):
         disp = np.where(np.isfinite(depth) & (depth > 0), 1.0 / depth, 0.0)
     return (disp / disp.max()).astype(np.float32)
+
+
+def ramp(height: int, width: int) -> np.ndarray:
+    """Relative disparity of a floor-like scene: far (0.2) at the top, near (1.0) at the bottom."""
+    return np.repeat(np.linspace(0.2, 1.0, height, dtype=np.float32)[:, None], width, axis=1)
 
 
 def save_truth(frames, path) -> None:
@@ -55,19 +57,28 @@ def save_truth(frames, path) -> None:
 
 
 class ModelDouble:
+    """Implements lotus_ros.core.engine.Engine; counts calls and batch sizes for the tests."""
+
+    has_depth = True
+    has_uncertainty = False
+    depth_space = 'disparity'
+    device = 'cpu'
+    dtype = 'float32'
+
     def __init__(self, *, truth_path: str | None = None, delay: float = 0.0,
-                 noise: float = 0.003, seed: int = 0, normal: bool = True):
+                 delay_per_image: float = 0.0, noise: float = 0.003, seed: int = 0,
+                 normal: bool = True):
         self.delay = float(delay)
+        self.delay_per_image = float(delay_per_image)
         self.noise = float(noise)
         self.rng = np.random.default_rng(seed)
-        self.has_depth = True
         self.has_normal = bool(normal)
-        self.depth_space = 'disparity'
-        self.device = 'cpu'
-        self.dtype = 'float32'
         self.calls = 0
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
         self._truth: dict[str, int] = {}
         self._disp = self._normal = None
+        self._ramps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         if truth_path:
             data = np.load(truth_path)
             self._truth = {str(h): i for i, h in enumerate(data['hashes'])}
@@ -76,38 +87,52 @@ class ModelDouble:
     def memory_stats(self) -> dict[str, float]:
         return {}
 
-    def predict(self, rgb: np.ndarray, *, depth: bool = True, normal: bool = True) -> Prediction:
+    def _ramp(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if (h, w) not in self._ramps:
+            nrm = np.zeros((h, w, 3), np.float32)
+            nrm[..., 1] = 1.0  # optical -y: a floor seen from above
+            self._ramps[(h, w)] = (ramp(h, w), nrm)
+        return self._ramps[(h, w)]
+
+    def _answer(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError('rgb must be HxWx3')
-        t0 = time.perf_counter()
-        self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
         h, w = rgb.shape[:2]
         idx = self._truth.get(rgb_hash(rgb)) if self._truth else None
         if idx is not None and self._disp[idx].shape == (h, w):
-            disp = self._disp[idx].copy()
-            nrm = self._normal[idx].copy()
+            disp, nrm = self._disp[idx], self._normal[idx]
         else:
-            ramp = np.linspace(0.2, 1.0, h, dtype=np.float32)[:, None]
-            disp = np.repeat(ramp, w, axis=1)
-            nrm = np.zeros((h, w, 3), np.float32)
-            nrm[..., 1] = 1.0  # optical -y: a floor seen from above
+            disp, nrm = self._ramp(h, w)
         if self.noise:
             disp = np.clip(disp + self.rng.normal(0, self.noise, disp.shape).astype(np.float32),
                            0.0, 1.0)
+        return disp, nrm
+
+    def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
+                      normal: bool = True) -> list[Prediction]:
+        t0 = time.perf_counter()
+        with self._lock:
+            self.calls += 1
+            self.batch_sizes.append(len(images))
+            answers = [self._answer(rgb) for rgb in images]
+        wait = self.delay + self.delay_per_image * len(images)
+        if wait:
+            time.sleep(wait)  # releases the GIL like a CUDA synchronise
         dt = time.perf_counter() - t0
-        return Prediction(depth=disp if depth else None,
-                          depth_space='disparity' if depth else None,
-                          normal=nrm if (normal and self.has_normal) else None,
-                          timings={'total': dt, 'unet_depth': dt})
+        normal = normal and self.has_normal
+        return [Prediction(depth=disp if depth else None,
+                           depth_space=self.depth_space if depth else None,
+                           normal=nrm if normal else None,
+                           timings={'total': dt, 'unet_depth': dt})
+                for disp, nrm in answers]
 
 
 def make_engine(params: dict) -> ModelDouble:
     env = os.environ
     if env.get('LOTUS_DOUBLE_FAIL'):
-        raise RuntimeError(f"model double told to fail loading '{params.get('depth_model')}'")
+        raise ModelLoadError(f"model double told to fail loading '{params.get('depth_model')}'")
     return ModelDouble(truth_path=env.get('LOTUS_DOUBLE_TRUTH') or None,
                        delay=float(env.get('LOTUS_DOUBLE_DELAY', '0')),
+                       delay_per_image=float(env.get('LOTUS_DOUBLE_DELAY_PER_IMAGE', '0')),
                        noise=float(env.get('LOTUS_DOUBLE_NOISE', '0.003')),
                        normal=env.get('LOTUS_DOUBLE_NORMAL', '1') != '0')

@@ -10,7 +10,6 @@ the sustained output rate and latency this other process sees, as a Markdown tab
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 import os
 import subprocess
 import sys
@@ -21,52 +20,10 @@ import time
 import numpy as np
 
 from lotus_ros import installed
+from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY, ModelDouble, ramp
 
 SCALE = 2.0           # metric disparity = SCALE * relative disparity (the instant model's truth)
 STAGES = ('decode', 'inference', 'postprocess', 'align', 'pack', 'publish')
-
-
-def ramp(h: int, w: int) -> np.ndarray:
-    """Relative disparity of a floor-like scene: far at the top, near at the bottom."""
-    return np.repeat(np.linspace(0.2, 1.0, h, dtype=np.float32)[:, None], w, axis=1)
-
-
-@dataclass
-class _Prediction:
-    depth: np.ndarray | None
-    depth_space: str | None
-    normal: np.ndarray | None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class InstantEngine:
-    """Answers at once, so the benchmark measures the node and not a model."""
-
-    has_depth = True
-    has_normal = True
-    depth_space = 'disparity'
-    device = 'cpu'
-    dtype = 'instant'
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def memory_stats(self) -> dict[str, float]:
-        return {}
-
-    def predict(self, rgb: np.ndarray, *, depth: bool = True, normal: bool = True):
-        h, w = rgb.shape[:2]
-        if (h, w) not in self._cache:
-            n = np.zeros((h, w, 3), np.float32)
-            n[..., 1] = 1.0
-            self._cache[(h, w)] = (ramp(h, w), n)
-        d, n = self._cache[(h, w)]
-        return _Prediction(d if depth else None, 'disparity' if depth else None,
-                           n if normal else None, {'total': 0.0})
-
-
-def make_instant_engine(params: dict) -> InstantEngine:
-    return InstantEngine()
 
 
 def synthetic_inputs(width: int, height: int):
@@ -95,7 +52,7 @@ def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float
     from lotus_ros.ros.images import array_to_image
     from lotus_ros.ros.processor import FrameInputs, FrameProcessor
 
-    proc = FrameProcessor(InstantEngine(), {})
+    proc = FrameProcessor(ModelDouble(noise=0.0), {})
     images, k, sparse = synthetic_inputs(width, height)
     sums: dict[str, float] = {}
     t0 = 0.0
@@ -149,8 +106,8 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
                            'config', 'fastdds_profile.xml')
     if 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and os.path.exists(profile):
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
-    params = {'engine_factory': 'lotus_ros.benchmarks.node_benchmark:make_instant_engine',
-              'lazy': 'false',
+    env.update(LOTUS_DOUBLE_NOISE='0')
+    params = {'engine_factory': DOUBLE_FACTORY, 'lazy': 'false',
               'drop_frames': 'true', 'alignment.source': 'sparse_depth',
               'points.color': 'true'}
     cmd = _node_command() + ['--ros-args'] + sum((['-p', f'{k}:={v}'] for k, v in

@@ -10,7 +10,7 @@ sample so that the same image always gives the same output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import gc
 import json
 import logging
@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['LotusEngine', 'LotusPrediction', 'ModelLoadError', 'TASK_EMBEDDING', 'TIMESTEP',
+from lotus_ros.core.engine import ModelLoadError, Prediction
+
+__all__ = ['LotusEngine', 'TASK_EMBEDDING', 'TIMESTEP',
            'processing_size', 'resolve_checkpoint']
 
 _LOG = logging.getLogger(__name__)
@@ -44,18 +46,6 @@ _DTYPES = {
 _WEIGHT_STEMS = {'unet': 'diffusion_pytorch_model', 'vae': 'diffusion_pytorch_model',
                  'text_encoder': 'model'}
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
-
-
-class ModelLoadError(Exception):
-    """A checkpoint could not be found or loaded; the message names the path and what is wrong."""
-
-
-@dataclass
-class LotusPrediction:
-    depth: np.ndarray | None
-    depth_space: str | None
-    normal: np.ndarray | None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,6 +271,10 @@ class LotusEngine:
         return 'normal' in self._tasks
 
     @property
+    def has_uncertainty(self) -> bool:
+        return False  # one deterministic step: nothing to spread over
+
+    @property
     def shared_vae(self) -> bool:
         """Whether depth and normal share one VAE, encoding each frame once."""
         return len(self._tasks) == 2 and len(self._vaes) == 1
@@ -399,7 +393,7 @@ class LotusEngine:
                 'peak_mb': torch.cuda.max_memory_allocated(self.device) / mb}
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True,
-                normal: bool = True) -> LotusPrediction:
+                normal: bool = True) -> Prediction:
         """
         Predict depth and/or normals for one HxWx3 uint8 RGB image.
 
@@ -413,7 +407,7 @@ class LotusEngine:
         return self.predict_batch([rgb], depth=depth, normal=normal)[0]
 
     def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
-                      normal: bool = True) -> list[LotusPrediction]:
+                      normal: bool = True) -> list[Prediction]:
         """Predict for same-size images in one forward; each result carries the batch timings."""
         if len(images) == 0:
             return []
@@ -454,7 +448,7 @@ class LotusEngine:
 
     @torch.inference_mode()
     def _run(self, batch: np.ndarray, wanted: tuple[str, ...],
-             resolution: int) -> list[LotusPrediction]:
+             resolution: int) -> list[Prediction]:
         count, height, width = batch.shape[:3]
         timings = dict.fromkeys(STAGES, 0.0)
         begin = now = time.perf_counter()
@@ -462,7 +456,7 @@ class LotusEngine:
         tasks = [self._tasks[name] for name in wanted]
         if not tasks:
             timings['total'] = time.perf_counter() - begin
-            return [LotusPrediction(None, None, None, dict(timings)) for _ in range(count)]
+            return [Prediction(None, None, None, dict(timings)) for _ in range(count)]
 
         # One host-to-device copy of the uint8 frame(s); everything else stays on the device.
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
@@ -530,7 +524,7 @@ class LotusEngine:
             shape = (count, height, width) if name == 'depth' else (count, height, width, 3)
             arrays[name] = host[offset:offset + size].reshape(shape)
             offset += size
-        return [LotusPrediction(
+        return [Prediction(
             depth=arrays['depth'][i] if 'depth' in arrays else None,
             depth_space=self.depth_space if 'depth' in arrays else None,
             normal=arrays['normal'][i] if 'normal' in arrays else None,

@@ -8,7 +8,6 @@ model never backs up the executor, and with drop_frames the latency stays about 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -26,6 +25,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from lotus_ros.core.engine import load_engine
 from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
 from lotus_ros.ros.frame_queue import FrameQueue
 from lotus_ros.ros.images import ImageConversionError
@@ -47,27 +47,6 @@ class StartupError(Exception):
     """Raised for a node that must not come up half-alive; the message is the one log line."""
 
 
-def load_engine(params: dict[str, Any]):
-    """Build the engine named by `engine_factory`, else LotusEngine.from_pretrained."""
-    factory = params['engine_factory']
-    if factory:
-        mod_name, _, attr = factory.partition(':')
-        if not attr:
-            raise StartupError(f"engine_factory '{factory}' must look like 'module:callable'")
-        try:
-            fn = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise StartupError(f"engine_factory '{factory}' not found: {e}") from e
-        return fn(dict(params))
-    from lotus_ros.core.lotus_d import LotusEngine
-    return LotusEngine.from_pretrained(
-        params['depth_model'] or None, params['normal_model'] or None,
-        device=params['device'], dtype=params['dtype'],
-        processing_resolution=params['processing_resolution'],
-        local_files_only=params['local_files_only'],
-        depth_space=params['depth_space'] or None, compile=params['compile'])
-
-
 class LotusNode(Node):
     def __init__(self, **kwargs):
         super().__init__('lotus', **kwargs)
@@ -83,8 +62,6 @@ class LotusNode(Node):
 
         try:
             engine = load_engine(p)
-        except StartupError:
-            raise
         except Exception as e:  # any loader failure is fatal, with its reason on one line
             what = ' '.join(str(e).split()) or type(e).__name__
             raise StartupError(
@@ -143,10 +120,8 @@ class LotusNode(Node):
         self.worker = threading.Thread(target=self._work, name='lotus_inference', daemon=True)
         self.worker.start()
         self.get_logger().info(
-            f"ready: device={getattr(engine, 'device', '?')} "
-            f"dtype={getattr(engine, 'dtype', '?')} "
-            f"depth={getattr(engine, 'has_depth', False)} "
-            f"normal={getattr(engine, 'has_normal', False)} "
+            f'ready: device={engine.device} dtype={engine.dtype} depth={engine.has_depth} '
+            f'normal={engine.has_normal} '
             f"alignment={source} drop_frames={p['drop_frames']} lazy={p['lazy']}")
 
     # -- helpers ---------------------------------------------------------------------------
@@ -311,8 +286,7 @@ class LotusNode(Node):
         arr = build_diagnostics(
             self.get_clock().now().to_msg(), self.get_name(), self.stats.snapshot(),
             dropped=self.queue.dropped, overflowed=self.queue.overflowed,
-            device=str(getattr(self.engine, 'device', '?')),
-            dtype=str(getattr(self.engine, 'dtype', '?')), memory=mem,
+            device=str(self.engine.device), dtype=str(self.engine.dtype), memory=mem,
             alignment_enabled=self.processor.alignment_enabled)
         self.diag_pub.publish(arr)
 

@@ -104,8 +104,7 @@ class FrameProcessor:
     # -- configuration ---------------------------------------------------------------------
     @property
     def depth_space(self) -> str:
-        return self.params.get('depth_space') or getattr(self.engine, 'depth_space', None) \
-            or 'disparity'
+        return self.params.get('depth_space') or self.engine.depth_space or 'disparity'
 
     @property
     def alignment_enabled(self) -> bool:
@@ -133,9 +132,9 @@ class FrameProcessor:
         out = {name for name, toggle in OUTPUT_TOGGLES.items() if self.params[toggle]}
         if not self.alignment_enabled or self.alignment_type is None:
             out.discard('alignment')
-        if not getattr(self.engine, 'has_depth', True):
+        if not self.engine.has_depth:
             out -= _NEEDS_DEPTH
-        if not getattr(self.engine, 'has_normal', True):
+        if not self.engine.has_normal:
             out -= {'normal/image', 'normal/colored'}
         return out
 
@@ -223,11 +222,11 @@ class FrameProcessor:
 
         want_normal = bool({'normal/image', 'normal/colored'} & wanted) or (
             'points' in wanted and p['points.normals'])
-        want_normal = want_normal and getattr(self.engine, 'has_normal', True)
+        want_normal = want_normal and self.engine.has_normal
         want_depth = bool(_NEEDS_DEPTH & wanted)
         if not (want_depth or want_normal):
             return res
-        pred = self.engine.predict(rgb, depth=want_depth, normal=want_normal)
+        pred = self.engine.predict_batch([rgb], depth=want_depth, normal=want_normal)[0]
         t2 = time.perf_counter()
         res.timings['inference'] = t2 - t1
         for k, v in (pred.timings or {}).items():

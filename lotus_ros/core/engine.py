@@ -1,0 +1,100 @@
+"""
+The one engine interface: what a depth/normal backend offers the node, and how one is built.
+
+The node, the bag tool and the benchmarks depend only on `Engine` and `Prediction`;
+`load_engine(params)` turns the node's parameter names into a backend, so every caller builds
+engines the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ['ENGINE_DEFAULTS', 'Engine', 'ModelLoadError', 'Prediction', 'load_engine']
+
+
+class ModelLoadError(Exception):
+    """A checkpoint could not be found or loaded; the message names the path and what is wrong."""
+
+
+@dataclass
+class Prediction:
+    """One image's result; a task that was not requested (or not loaded) is None."""
+
+    depth: np.ndarray | None            # HxW float32, affine to depth_space
+    depth_space: str | None             # 'disparity' or 'depth'
+    normal: np.ndarray | None           # HxWx3 float32, Lotus convention (core.normals)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of the batch
+    uncertainty: np.ndarray | None = None  # HxW float32 std of `depth`, where the backend has one
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a backend must offer; LotusEngine and the benchmark/test double implement it."""
+
+    device: Any            # torch.device or a plain label ('cpu')
+    dtype: Any
+    depth_space: str | None
+
+    @property
+    def has_depth(self) -> bool: ...
+
+    @property
+    def has_normal(self) -> bool: ...
+
+    @property
+    def has_uncertainty(self) -> bool: ...
+
+    def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
+                      normal: bool = True) -> list[Prediction]:
+        """Predict for same-size HxWx3 uint8 RGB images in one call."""
+
+    def memory_stats(self) -> dict[str, float]:
+        """Device memory in MB ({} where the process RSS is the measure)."""
+
+
+# The engine's parameters under the node's names; the node's parameter table takes its
+# defaults from here so the two cannot disagree.
+ENGINE_DEFAULTS: dict[str, Any] = {
+    'depth_model': 'jingheya/lotus-depth-d-v2-0-disparity',
+    'normal_model': 'jingheya/lotus-normal-d-v1-1',
+    'device': 'auto',
+    'dtype': 'auto',
+    'processing_resolution': 768,
+    'compile': False,
+    'local_files_only': False,
+    'depth_space': '',
+    'engine_factory': '',
+}
+
+
+def load_engine(params: dict[str, Any]) -> Engine:
+    """
+    Build the engine the parameters name (missing keys take ENGINE_DEFAULTS).
+
+    `engine_factory` ('module:callable', called with the full parameter dict) exists for tests
+    and benchmarks that load a model double into a real node process; products leave it empty.
+    """
+    p = {**ENGINE_DEFAULTS, **params}
+    factory = p['engine_factory']
+    if factory:
+        module_name, _, attr = factory.partition(':')
+        if not attr:
+            raise ModelLoadError(f"engine_factory '{factory}' must look like 'module:callable'")
+        try:
+            build = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ModelLoadError(f"engine_factory '{factory}' not found: {exc}") from exc
+        return build(p)
+    from lotus_ros.core.lotus_d import LotusEngine
+
+    return LotusEngine.from_pretrained(
+        p['depth_model'] or None, p['normal_model'] or None,
+        device=p['device'], dtype=p['dtype'],
+        processing_resolution=p['processing_resolution'],
+        local_files_only=p['local_files_only'],
+        depth_space=p['depth_space'] or None, compile=p['compile'])
