@@ -6,9 +6,10 @@ checkpoints): y = s * p + t with y = 1 / z (space 'disparity') or y = z (space '
 The fit happens in the model's own space; fitting in the other space is several times worse.
 
 Pipeline: candidates (sparse depth map or 3-D points, filtered) -> RANSAC over point pairs scored
-by relative depth error -> Huber IRLS with a floored residual scale -> a small Kalman filter on
-(s, t) with chi-square gating, reset after repeated rejections (Lotus renormalises each image, so
-real jumps happen) and an age after which the result is stale.
+by relative depth error within a band derived from the data's own noise level -> Huber IRLS whose
+band follows the inliers' residual scale -> a small Kalman filter on (s, t) with chi-square gating,
+reset after repeated rejections (Lotus renormalises each image, so real jumps happen) and an age
+after which the result is stale.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ MODES = ('scale_shift', 'scale', 'none')
 
 # Chi-square 99.9 % quantiles for 1 and 2 degrees of freedom (Kalman innovation gate).
 _CHI2_999 = {1: 10.828, 2: 13.816}
+
+# Inlier bands in residual sigmas: RANSAC cuts at 2.5 sigma of its LMedS scale (Rousseeuw and
+# Leroy's reweighting rule); IRLS at 3 sigma of a MAD taken inside its own band, which
+# underestimates sigma by a few percent, so the band settles near 2.5-3 true sigmas.
+_RANSAC_BAND_SIGMAS = 2.5
+_IRLS_BAND_SIGMAS = 3.0
+# The residual scale needs less precision than the consensus, and its per-hypothesis sort is the
+# costliest step of the RANSAC: it uses an evenly strided subset of at most this many points.
+_SCALE_POINTS = 128
 
 
 @dataclass
@@ -80,15 +90,40 @@ def _density_weights(p: np.ndarray, bins: int = 10) -> np.ndarray:
     return 1.0 / np.sqrt(np.bincount(b, minlength=bins)[b])
 
 
-def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None, tau: float,
-            hypotheses: int, score_points: int, min_dp: float,
-            rng: np.random.Generator) -> tuple[float, float] | None:
+def _lmeds_sigma(e2: np.ndarray, w: np.ndarray) -> float:
     """
-    Best (s, t) hypothesis by density-weighted relative-depth consensus, in one array op.
+    Residual scale of the best hypothesis: least (density-weighted) median of squares.
+
+    While the true samples hold more than half of the weight, the right line's weighted median
+    residual is set by their noise alone (0.674 sigma; more with outliers, so the band errs wide),
+    so the smallest one over the hypotheses measures the noise without knowing the inliers.
+    1.4826 makes it a Gaussian sigma, (1 + 5 / (m - 2)) corrects small samples (Rousseeuw and
+    Leroy). Unweighted, the samples of a wall filling half the image would make a flat line
+    through the wall look like the most precise fit.
+    """
+    rows = np.arange(e2.shape[0])[:, None]
+    order = np.argsort(e2, axis=1)                                   # (K, M)
+    cum = np.cumsum(w[order], axis=1)                                # (K, M)
+    half = np.argmax(cum >= 0.5 * cum[:, -1:], axis=1)[:, None]      # (K, 1)
+    med = e2[rows, order[rows, half]]                                # (K, 1)
+    m = e2.shape[1]
+    return 1.4826 * (1.0 + 5.0 / max(m - 2, 1)) * math.sqrt(float(med.min()))
+
+
+def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None, tau: float,
+            hypotheses: int, score_points: int, min_dp: float, sigma_floor: float,
+            rng: np.random.Generator) -> tuple[float, float, float] | None:
+    """
+    Best (s, t) hypothesis by density-weighted relative-depth consensus, and its inlier band.
 
     Pairs (or single points with the shift fixed) define hypotheses, sampled with the density
     weights; s <= 0 and pairs closer than min_dp in p are discarded. Scoring uses at most
-    score_points random candidates; ties (noise-free data) go to the lower truncated cost (MSAC).
+    score_points random candidates. The band is 2.5 LMedS sigmas, between 2.5 sigma_floor and
+    tau: with a fixed 10 % band and 1 % noise, a line tilted through a wrong surface 10-30 % off
+    (a window reading the wall behind) keeps every true point and outvotes the truth. Within the
+    band support decides, then the truncated cost (MSAC): a cost-first rank prefers a flat line
+    fitting a wall precisely over the truth fitting everything at the model's few-% error.
+    Returns (s, t, band).
     """
     n = p.size
     w = _density_weights(p)
@@ -123,10 +158,13 @@ def _ransac(p: np.ndarray, y: np.ndarray, space: str, fixed_shift: float | None,
             e = yhat * (1.0 / ys)[None, :] - 1.0   # z_hat / z - 1
     e2 = e * e
     e2[~(yhat > 0.0)] = np.inf
-    support = np.einsum('km,m->k', (e2 < tau * tau).astype(np.float64), ws)
-    cost = np.einsum('km,m->k', np.minimum(e2, tau * tau), ws)
+    step = -(-ws.size // _SCALE_POINTS)
+    sigma = _lmeds_sigma(e2[:, ::step], ws[::step])
+    band = min(tau, _RANSAC_BAND_SIGMAS * max(sigma, sigma_floor))
+    support = np.einsum('km,m->k', (e2 < band * band).astype(np.float64), ws)
+    cost = np.einsum('km,m->k', np.minimum(e2, band * band), ws)
     best = int(np.lexsort((cost, -support))[0])
-    return float(s[best]), float(t[best])
+    return float(s[best]), float(t[best]), band
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -148,33 +186,41 @@ def _rel_error(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str) -> 
     return e
 
 
+def _inliers(a: np.ndarray, band: float, min_inliers: int) -> np.ndarray:
+    """Points with |residual| a < band, or the min_inliers smallest when the band holds fewer."""
+    mask = a < band
+    if mask.sum() < min_inliers:
+        mask = np.zeros_like(mask)
+        mask[np.argpartition(a, min_inliers - 1)[:min_inliers]] = True
+    return mask
+
+
 def _irls(p: np.ndarray, y: np.ndarray, s: float, t: float, space: str, scale_only: bool,
-          tau: float, min_inliers: int, iterations: int, huber_k: float,
+          band: float, tau: float, min_inliers: int, iterations: int, huber_k: float,
           sigma_floor: float) -> tuple[float, float, np.ndarray, np.ndarray] | None:
     """
-    Huber IRLS on relative residuals starting from a RANSAC hypothesis.
+    Huber IRLS on relative residuals starting from a RANSAC hypothesis and its band.
 
-    Inliers are re-selected each iteration within the RANSAC bound tau and never drop below
-    min_inliers; inside, Huber weights use sigma = 1.4826 MAD, floored so noise-free data does not
-    down-weight every point. A tighter data-driven cut would let one large cluster (a wall, all at
-    one p) shrink the set until scale and shift are unconstrained.
+    sigma = 1.4826 MAD of the current inliers, floored so noise-free data does not down-weight
+    every point; each iteration re-selects the inliers within 3 sigma (at most tau, never fewer
+    than min_inliers) and weights them by Huber. Kept at tau, the band let a wrong surface just
+    outside the noise pull the line. It settles instead of collapsing: the MAD of a set cut at
+    3 sigma is still about sigma. Where the model's own correlated error dominates (a wall at one
+    p with a few % error across it), that error sets sigma and the band widens with it, up to tau.
     Returns (s, t, covariance, mask), or None when the points cannot fix the model.
     """
     inv_y2 = 1.0 / (y * y)
     inv_y = np.sqrt(inv_y2)
-    mask = np.abs(_rel_error(p, y, s, t, space)) < tau
-    if mask.sum() < min_inliers:
+    a = np.abs(_rel_error(p, y, s, t, space))
+    if (a < tau).sum() < min_inliers:
         return None
+    mask = _inliers(a, band, min_inliers)
     cov = np.zeros((2, 2))
     for _ in range(iterations):
         r = (s * p + t - y) * inv_y   # relative to y: to first order the relative depth error
         a = np.abs(r)
         sigma = max(1.4826 * float(np.median(a[mask])), sigma_floor)
-        new_mask = a < tau
-        if new_mask.sum() < min_inliers:
-            new_mask = np.zeros_like(mask)
-            new_mask[np.argpartition(a, min_inliers - 1)[:min_inliers]] = True
-        mask = new_mask
+        mask = _inliers(a, min(tau, _IRLS_BAND_SIGMAS * sigma), min_inliers)
         pm, ym, am = p[mask], y[mask], a[mask]
         w = inv_y2[mask] * np.minimum(1.0, huber_k * sigma / np.maximum(am, 1e-300))
         if scale_only:
@@ -231,7 +277,8 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
     Robustly fit y = s * p + t between 1-D predictions p and metric depths (metres).
 
     Candidates need finite depth in [z_min, z_max] (0/NaN = no data) and unsaturated p
-    (delta < p < 1 - delta). threshold is the RANSAC inlier bound on relative depth error.
+    (delta < p < 1 - delta). threshold is the widest inlier band on relative depth error; the
+    band used is derived from the residual scale (sigma_floor: the smallest sigma assumed).
     mode 'scale' (or 'scale_shift' when the inliers' p spread is below min_spread and
     scale_fallback is set) fits s with t = fixed_shift. Never raises on degenerate data: refuses
     with valid = False and a reason, and every number stays finite.
@@ -266,9 +313,9 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
     result = None
     if not scale_only:
         hyp = _ransac(p, y, space, None, threshold, hypotheses, score_points, 0.5 * min_spread,
-                      rng)
+                      sigma_floor, rng)
         if hyp is not None:
-            result = _irls(p, y, hyp[0], hyp[1], space, False, **opts)
+            result = _irls(p, y, hyp[0], hyp[1], space, False, hyp[2], **opts)
         if result is not None:
             spread = _spread(p[result[3]])
         else:
@@ -282,10 +329,11 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
         elif result is None:
             return _refused('too few inliers (no consistent pair)', n, size)
     if scale_only:
-        hyp = _ransac(p, y, space, fixed_shift, threshold, hypotheses, score_points, 0.0, rng)
+        hyp = _ransac(p, y, space, fixed_shift, threshold, hypotheses, score_points, 0.0,
+                      sigma_floor, rng)
         if hyp is None:
             return _refused('non-positive scale', n, size)
-        result = _irls(p, y, hyp[0], fixed_shift, space, True, **opts)
+        result = _irls(p, y, hyp[0], fixed_shift, space, True, hyp[2], **opts)
         if result is None:
             return _refused('too few inliers', n, size)
 
