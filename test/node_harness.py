@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='ROS 2 (rclpy) is not installed')
@@ -26,11 +25,13 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY  # noqa: E402
+from lotus_ros.ros import messages  # noqa: E402
+from lotus_ros.ros.messages import pinhole_camera_info as camera_info  # noqa: E402, F401
 
+FRAME_ID = 'camera_optical'
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 _domains = itertools.count(os.getpid() * 7)
@@ -198,19 +199,8 @@ def wait_until_ready(client: Client, node: NodeProcess, *publishers, timeout: fl
     time.sleep(settle)
 
 
-def header_at(stamp: float, frame_id: str = 'camera_optical') -> Header:
-    h = Header(frame_id=frame_id)
-    h.stamp.sec = int(stamp)
-    h.stamp.nanosec = int(round((stamp - int(stamp)) * 1e9)) % 1_000_000_000
-    return h
-
-
-def camera_info(k: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
-    return CameraInfo(header=header, width=width, height=height, distortion_model='plumb_bob',
-                      d=[0.0] * 5, k=[float(v) for v in k.ravel()],
-                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[float(k[0, 0]), 0.0, float(k[0, 2]), 0.0, 0.0, float(k[1, 1]),
-                         float(k[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0])
+def header_at(stamp: float) -> Header:
+    return messages.header_at(stamp, FRAME_ID)
 
 
 def diagnostics_values(client: Client) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from lotus_ros.bags import bag_io
+from lotus_ros.core.stamps import seconds_to_ns
 from lotus_ros.demo.synthetic import render_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_rclpy_deserializes_the_recorded_bytes(tmp_path, frames, storage):
         assert msg.encoding == 'rgb8'
         assert bytes(msg.data) == frame.rgb.tobytes()
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == \
-            bag_io.seconds_to_ns(frame.stamp)
+            seconds_to_ns(frame.stamp)
     only_info = list(bag_io.read_messages(path, topics=['/camera/camera_info']))
     assert [m.topic for m in only_info] == ['/camera/camera_info'] * 3
     info = serialization.deserialize_message(only_info[0].rawdata, CameraInfo)

@@ -58,5 +58,5 @@ def test_close_wakes_waiter():
     q.close()
     t.join(2)
     assert out == [None] and time.monotonic() - t0 < 1.0
-    assert q.put(1) and q.get(0) is None
+    assert not q.put(1) and q.get(0) is None   # a closed queue stores nothing
 

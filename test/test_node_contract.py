@@ -187,7 +187,9 @@ def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
     truth = tmp_path / 'truth.npz'
     save_truth(room, truth)
     domain = next_domain()
-    node = NodeProcess(tmp_path, domain, {'drop_frames': False, 'alignment.max_age': 0.35},
+    # max_time_difference below the 0.1 s frame spacing: only frames 0 and 1 have LiDAR
+    node = NodeProcess(tmp_path, domain, {'drop_frames': False, 'alignment.max_age': 0.35,
+                                          'alignment.max_time_difference': 0.05},
                        env={'LOTUS_DOUBLE_TRUTH': str(truth)})
     client = Client(domain)
     try:
@@ -195,7 +197,9 @@ def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
         client.subscribe(Image, 'depth/image')
         pub_img = client.publisher(Image, 'image')
         pub_sparse = client.publisher(Image, 'sparse_depth')
-        wait_until_ready(client, node, pub_img, pub_sparse)
+        # depth/image goes out only with its depth/camera_info, so the camera has one
+        pub_info = client.publisher(CameraInfo, 'camera_info')
+        wait_until_ready(client, node, pub_img, pub_sparse, pub_info)
         stamps = [room[0].stamp + 0.1 * i for i in range(len(room))]
         for i, f in enumerate(room):
             hdr = header_at(stamps[i])
@@ -203,6 +207,7 @@ def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
                 pub_sparse.publish(array_to_image(f.sparse_depth, '32FC1', hdr))
                 time.sleep(0.02)
             pub_img.publish(array_to_image(f.rgb, 'rgb8', hdr))
+            pub_info.publish(camera_info(f.k, f.width, f.height, hdr))
             time.sleep(0.15)
         client.wait_for(lambda: len(client.messages('depth/relative')) == len(room), 10)
         relative = {round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3)

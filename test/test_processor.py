@@ -5,14 +5,17 @@ import sys
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
+from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
 from lotus_ros.core.pointcloud import CloudField, cloud_dtype
 from lotus_ros.demo.synthetic import render_sequence
 from lotus_ros.ros.clouds import cloud_to_xyz
+from lotus_ros.ros.frame_assembly import FrameInputs
 from lotus_ros.ros.images import ImageConversionError, array_to_image, image_to_array
-from lotus_ros.ros.processor import OUTPUTS, FrameInputs, FrameProcessor
+from lotus_ros.ros.messages import pinhole_camera_info
+from lotus_ros.ros.outputs import OUTPUTS
+from lotus_ros.ros.processor import FrameProcessor
 
 sys.path.insert(0, os.path.dirname(__file__))
 from lotus_ros.benchmarks.model_double import ModelDouble, save_truth  # noqa: E402
@@ -40,12 +43,7 @@ def header(frame):
 
 
 def info(frame, hdr):
-    k = frame.k
-    return CameraInfo(header=hdr, width=frame.width, height=frame.height,
-                      distortion_model='plumb_bob', d=[0.0] * 5, k=k.ravel().tolist(),
-                      r=np.eye(3).ravel().tolist(),
-                      p=[k[0, 0], 0.0, k[0, 2], 0.0, 0.0, k[1, 1], k[1, 2], 0.0, 0.0, 0.0, 1.0,
-                         0.0])
+    return pinhole_camera_info(frame.k, frame.width, frame.height, hdr)
 
 
 def inputs(frame, with_info=True, sparse=True):

@@ -109,9 +109,9 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
     """Node with sim time and drop_frames false: every frame out, same stamps, same arrays."""
     from lotus_ros.bags.process_bag import load_params, process_bag
     from lotus_ros.benchmarks.model_double import save_truth
+    from lotus_ros.core.stamps import seconds_to_ns, stamp_to_ns
     from lotus_ros.demo import run as demo
     from lotus_ros.ros.images import image_to_array
-    from lotus_ros.ros.stamp_cache import stamp_to_ns
 
     frames = render_sequence(6, width=96, height=72, seed=6)
     bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
@@ -125,7 +125,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
         bag, [params_file], domain_id=next_domain(), num_images=len(frames),
         log_path=tmp_path / 'node.log', rate=2.0, timeout=60.0, progress=False,
         env_extra={'PYTHONPATH': ros_env(0)['PYTHONPATH'], 'LOTUS_DOUBLE_TRUTH': str(truth)})
-    stamps = [bag_io.seconds_to_ns(f.stamp) for f in frames]
+    stamps = [seconds_to_ns(f.stamp) for f in frames]
 
     def stamp(msg):
         return stamp_to_ns(msg.header.stamp)

@@ -1,11 +1,10 @@
 """Stamp matching rules for camera_info and sparse depth caches."""
 
-from types import SimpleNamespace
-
 from builtin_interfaces.msg import Time
 import pytest
 
-from lotus_ros.ros.stamp_cache import SideInputs, StampCache, stamp_to_ns
+from lotus_ros.core.stamps import stamp_to_ns
+from lotus_ros.ros.stamp_cache import StampCache
 
 MS = 1_000_000
 
@@ -48,19 +47,12 @@ def test_exact_or_latest_never_pairs_old_calibration():
         StampCache(0)
 
 
-
-def _stamped(sec: int, nanosec: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(header=SimpleNamespace(stamp=Time(sec=sec, nanosec=nanosec)))
-
-
-def test_side_inputs_apply_the_node_rules():
-    side = SideInputs()
-    side.add_camera_info(_stamped(10))
-    side.add_camera_info(_stamped(11))
-    # The exact stamp; else the latest one (11 s), only within the tolerance.
-    assert side.match_camera_info(10 * 1000 * MS, 0.0).header.stamp.sec == 10
-    assert side.match_camera_info(11 * 1000 * MS + 40 * MS, 0.05).header.stamp.sec == 11
-    assert side.match_camera_info(10 * 1000 * MS + 500 * MS, 0.05) is None
-    side.add_sparse(_stamped(20))
-    assert side.match_sparse(20 * 1000 * MS + 90 * MS, 0.1).header.stamp.sec == 20
-    assert side.match_sparse(20 * 1000 * MS + 110 * MS, 0.1) is None
+def test_discard_after_keeps_the_earlier_run():
+    c = StampCache(capacity=10)
+    for t in (100, 200, 300):
+        c.add(t * MS, t)
+    c.discard_after(150 * MS)
+    assert c.exact(200 * MS) is None and c.exact(300 * MS) is None
+    assert c.latest() == (100 * MS, 100)
+    c.discard_after(0)
+    assert c.latest() is None and len(c) == 0

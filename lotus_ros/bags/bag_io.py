@@ -18,6 +18,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from lotus_ros.core.stamps import seconds_to_ns
 from lotus_ros.demo.synthetic import SyntheticFrame
 
 TOPIC_IMAGE = '/camera/image_raw'
@@ -53,11 +54,6 @@ def make_typestore(extra_msgs: dict[str, str] | None = None) -> Typestore:
     for name, text in (extra_msgs or {}).items():
         store.register(get_types_from_msg(text, name))
     return store
-
-
-def seconds_to_ns(seconds: float) -> int:
-    """Round seconds to integer nanoseconds (the unit bags and header stamps share)."""
-    return int(round(seconds * 1e9))
 
 
 def _storage_plugin(storage: str) -> StoragePlugin:

@@ -13,7 +13,7 @@ output names under --namespace (default: none, like `ros2 run lotus_ros lotus_no
 from __future__ import annotations
 
 import argparse
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 import sys
 from typing import Any
@@ -97,19 +97,22 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
                 sparse_topic: str | None = bag_io.TOPIC_SPARSE_DEPTH,
                 progress: bool = True) -> dict[str, int]:
     """
-    Process every image of in_bag; return message counts per output topic (and 'images').
+    Process every image of in_bag; return message counts and frame problems by reason.
+
+    The counts are 'images', one per output topic, and 'problem <reason>' per frame problem
+    (rejected images, missing camera_info, ...) with the reasons the node counts in /diagnostics.
 
     engine defaults to the one the node would build from params (engine_factory or the Lotus
     checkpoints).
     """
     from rclpy.serialization import deserialize_message, serialize_message
-    from sensor_msgs.msg import PointCloud2
 
     from lotus_ros.bags.player import Progress, message_class
     from lotus_ros.core.engine import load_engine
+    from lotus_ros.core.stamps import stamp_to_ns
+    from lotus_ros.ros.frame_assembly import FrameAssembler
     from lotus_ros.ros.images import ImageConversionError
-    from lotus_ros.ros.processor import FrameInputs, FrameProcessor, static_points_transform
-    from lotus_ros.ros.stamp_cache import SideInputs, stamp_to_ns
+    from lotus_ros.ros.processor import FrameProcessor
 
     topics = bag_io.bag_topics(in_bag)
     if image_topic not in topics:
@@ -118,33 +121,37 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
         sparse_topic = None
     processor = FrameProcessor(engine if engine is not None else load_engine(params), params)
     classes = {t: message_class(msgtype) for t, (msgtype, _) in topics.items()}
-    side = SideInputs(capacity=30)
+    # No tf offline: clouds in another frame use the node's static fallback.
+    assembler = FrameAssembler(capacity=30)
     # Images wait until every side message logged up to this much later has been read, so a
-    # LiDAR scan recorded just after its image is still matched (the node waits briefly too).
-    window_ns = int(max(params['camera_info_tolerance'],
+    # camera_info or LiDAR scan recorded just after its image is still matched (the node waits
+    # for them too).
+    window_ns = int(max(params['camera_info_tolerance'], params['camera_info_wait'],
                         params['alignment.max_time_difference']) * 1e9)
     prefix = '/' + namespace.strip('/') if namespace.strip('/') else ''
     store = bag_io.make_typestore({ALIGNMENT_TYPE: alignment_msg_text()})
     counts: dict[str, int] = {'images': 0}
+    problems: Counter[str] = Counter()
     bar = Progress(topics[image_topic][1], 'process') if progress else None
     pending: deque = deque()
 
     def run(image) -> None:
         stamp_ns = stamp_to_ns(image.header.stamp)
-        inputs = FrameInputs(image=image, camera_info=side.match_camera_info(
-            stamp_ns, params['camera_info_tolerance']))
-        if sparse_topic is not None:
-            inputs.sparse = side.match_sparse(stamp_ns, params['alignment.max_time_difference'])
-            if isinstance(inputs.sparse, PointCloud2) and inputs.sparse.header.frame_id \
-                    not in ('', image.header.frame_id):
-                # No tf offline: the node's static fallback.
-                inputs.points_transform = static_points_transform(params)
+        inputs = assembler.assemble(image, params)
         counts['images'] += 1
         try:
             result = processor.process(inputs)
         except ImageConversionError as exc:
+            problems['image_' + exc.reason] += 1
             print(f'process_bag: image at {stamp_ns} ns rejected: {exc}', file=sys.stderr)
             return
+        except Exception as exc:  # the node counts and skips a frame the engine rejects, too
+            problems['processing_error'] += 1
+            print(f'process_bag: frame at {stamp_ns} ns failed: {type(exc).__name__}: '
+                  f"{' '.join(str(exc).split())}", file=sys.stderr)
+            return
+        for reason, _ in result.problems:
+            problems[reason] += 1
         for name, msg in result.outputs.items():
             topic = f'{prefix}/{name}'
             bag.add_topic(topic, ros_type_name(msg))
@@ -162,11 +169,12 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
             if message.topic == image_topic:
                 pending.append((message.timestamp, msg))
             elif message.topic == camera_info_topic:
-                side.add_camera_info(msg)
+                assembler.add_camera_info(msg)
             else:
-                side.add_sparse(msg)
+                assembler.add_sparse(msg)
         while pending:
             run(pending.popleft()[1])
+    counts.update({f'problem {reason}': n for reason, n in sorted(problems.items())})
     return counts
 
 

@@ -38,19 +38,14 @@ def synthetic_inputs(width: int, height: int):
     return images, k, sparse
 
 
-def camera_info_msg(k, width: int, height: int, header):
-    from sensor_msgs.msg import CameraInfo
-    return CameraInfo(header=header, width=width, height=height, k=k,
-                      p=k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0],
-                      distortion_model='plumb_bob', d=[0.0] * 5)
-
-
 def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float]:
     """Mean ms per stage of FrameProcessor alone (no transport, no other process)."""
     from std_msgs.msg import Header
 
+    from lotus_ros.ros.frame_assembly import FrameInputs
     from lotus_ros.ros.images import array_to_image
-    from lotus_ros.ros.processor import FrameInputs, FrameProcessor
+    from lotus_ros.ros.messages import pinhole_camera_info
+    from lotus_ros.ros.processor import FrameProcessor
 
     proc = FrameProcessor(ModelDouble(noise=0.0), {})
     images, k, sparse = synthetic_inputs(width, height)
@@ -62,7 +57,7 @@ def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float
         hdr = Header(frame_id='camera_optical')
         hdr.stamp.sec = 1000 + i
         res = proc.process(FrameInputs(array_to_image(images[i % 4], 'rgb8', hdr),
-                                       camera_info_msg(k, width, height, hdr),
+                                       pinhole_camera_info(k, width, height, hdr),
                                        array_to_image(sparse, '32FC1', hdr)))
         for key, v in res.timings.items():
             sums[key] = sums.get(key, 0.0) + v
@@ -95,11 +90,12 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from lotus_ros.msg import DepthAlignment
     from lotus_ros.ros.images import array_to_image
+    from lotus_ros.ros.messages import pinhole_camera_info
+    from lotus_ros.ros.outputs import output_types
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     profile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -120,9 +116,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
     node = Node('lotus_node_benchmark', context=ctx)
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                      reliability=ReliabilityPolicy.RELIABLE)
-    topics = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
-              'depth/colored': Image, 'normal/image': Image, 'normal/colored': Image,
-              'points': PointCloud2, 'alignment': DepthAlignment}
+    topics = output_types()
     received: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
     diag: list = []
     subs = []
@@ -162,7 +156,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             now = time.time()
             hdr = Header(frame_id='camera_optical')
             hdr.stamp.sec, hdr.stamp.nanosec = int(now), int((now % 1) * 1e9)
-            pub_info.publish(camera_info_msg(k, width, height, hdr))
+            pub_info.publish(pinhole_camera_info(k, width, height, hdr))
             pub_sparse.publish(array_to_image(sparse, '32FC1', hdr))
             pub_img.publish(array_to_image(images[n % len(images)], 'rgb8', hdr))
             n += 1

@@ -38,8 +38,8 @@ import yaml
 
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
+from lotus_ros.core.stamps import seconds_to_ns, stamp_to_ns
 from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
-from lotus_ros.ros.stamp_cache import stamp_to_ns
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
 NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
@@ -466,7 +466,7 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     for name, items in recording.outputs.items():
         for item in items:
             by_stamp.setdefault(stamp_to_ns(item.msg.header.stamp), {})[name] = item.msg
-    stamps = [bag_io.seconds_to_ns(f.stamp) for f in frames]
+    stamps = [seconds_to_ns(f.stamp) for f in frames]
     relative = recording.outputs.get('depth/relative', [])
     out_stamps = [stamp_to_ns(r.msg.header.stamp) for r in relative]
     latencies = []
@@ -623,7 +623,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     rows, by_stamp = analyse(frames, recording)
     sheets = []
     for frame in frames[::max(args.sheet_every, 1)]:
-        outputs = by_stamp.get(bag_io.seconds_to_ns(frame.stamp), {})
+        outputs = by_stamp.get(seconds_to_ns(frame.stamp), {})
         name = f'contact_sheet_{frame.index:03d}.png'
         cv2.imwrite(str(out / name), contact_sheet(frame, outputs)[:, :, ::-1])
         sheets.append(name)
@@ -639,7 +639,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')
     out_stamps = [stamp_to_ns(r.msg.header.stamp) for r in recording.outputs['depth/relative']]
-    return 0 if out_stamps == [bag_io.seconds_to_ns(f.stamp) for f in frames] else 1
+    return 0 if out_stamps == [seconds_to_ns(f.stamp) for f in frames] else 1
 
 
 if __name__ == '__main__':

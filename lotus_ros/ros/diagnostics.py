@@ -53,6 +53,7 @@ class NodeStats:
         self.rejected: Counter[str] = Counter()
         self.processed = 0
         self.skipped_lazy = 0
+        self.time_jumps = 0
         self.alignment: Any = None
         self.metric = False
 
@@ -64,12 +65,29 @@ class NodeStats:
         with self._lock:
             self.rejected[reason] += 1
 
-    def on_frame(self, timings: dict[str, float], latency: float, wall_latency: float,
+    def on_skipped_lazy(self) -> None:
+        with self._lock:
+            self.skipped_lazy += 1
+
+    def on_time_jump(self) -> None:
+        """Time went backwards: the windows describe another run, start them again."""
+        with self._lock:
+            self.time_jumps += 1
+            self.latency.clear()
+            self.wall_latency.clear()
+            self.input_rate = RateMeter()
+            self.output_rate = RateMeter()
+            self.alignment = None
+            self.metric = False
+
+    def on_frame(self, timings: dict[str, float], latency: float | None, wall_latency: float,
                  alignment: Any, metric: bool) -> None:
+        """Count a published frame; latency None = not measurable (stamp older than the node)."""
         with self._lock:
             self.output_rate.tick()
             self.processed += 1
-            self.latency.append(latency)
+            if latency is not None:
+                self.latency.append(latency)
             self.wall_latency.append(wall_latency)
             for k, v in timings.items():
                 self.stage.setdefault(k, deque(maxlen=100)).append(v)
@@ -85,6 +103,7 @@ class NodeStats:
                 'latency_p50': percentile(lat, 50), 'latency_p95': percentile(lat, 95),
                 'wall_latency_p95': percentile(list(self.wall_latency), 95),
                 'processed': self.processed, 'skipped_lazy': self.skipped_lazy,
+                'time_jumps': self.time_jumps,
                 'rejected': dict(self.rejected),
                 'stages': {k: float(np.mean(v)) for k, v in self.stage.items() if v},
                 'alignment': self.alignment, 'metric': self.metric,
@@ -115,6 +134,7 @@ def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: i
         _kv('receive_to_publish_p95_s', snap['wall_latency_p95']),
         _kv('frames_processed', snap['processed']), _kv('frames_dropped', dropped),
         _kv('queue_overflows', overflowed), _kv('frames_skipped_lazy', snap['skipped_lazy']),
+        _kv('time_jumps', snap['time_jumps']),
         _kv('device', device), _kv('dtype', dtype),
         _kv('rejected_total', rejected_total),
     ]

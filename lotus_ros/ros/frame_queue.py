@@ -28,10 +28,10 @@ class FrameQueue:
         self.overflowed = 0    # in-order queue overflows
 
     def put(self, item: Any) -> bool:
-        """Store a frame; return False when an older frame had to be discarded for it."""
+        """Store a frame; False when an older frame was discarded for it or the queue is closed."""
         with self._cond:
             if self._closed:
-                return True
+                return False
             self.received += 1
             ok = True
             if len(self._items) >= self.maxsize:
@@ -53,6 +53,10 @@ class FrameQueue:
             if self._closed or not self._items:
                 return None
             return self._items.popleft()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __len__(self) -> int:
         with self._cond:

@@ -17,8 +17,10 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -26,21 +28,20 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from lotus_ros.core.engine import load_engine
+from lotus_ros.core.stamps import stamp_to_ns
 from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
+from lotus_ros.ros.frame_assembly import FrameAssembler, static_points_transform
 from lotus_ros.ros.frame_queue import FrameQueue
 from lotus_ros.ros.images import ImageConversionError
+from lotus_ros.ros.outputs import output_types
 from lotus_ros.ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
-from lotus_ros.ros.processor import (
-    OUTPUTS,
-    FrameInputs,
-    FrameProcessor,
-    stamp_seconds,
-    static_points_transform,
-)
-from lotus_ros.ros.stamp_cache import SideInputs, stamp_to_ns
+from lotus_ros.ros.processor import FrameProcessor
 
 WARN_PERIOD = 5.0          # s between warnings of the same kind
 SPARSE_WAIT = 0.05         # s the worker may wait for a sparse message that is about to arrive
+# An image stamp this much older than the previous one means time went backwards (a bag loop,
+# a second bag): everything cached belongs to the other run.
+BACKWARD_JUMP_NS = 1_000_000_000
 
 
 class StartupError(Exception):
@@ -72,12 +73,14 @@ class LotusNode(Node):
         self.processor = FrameProcessor(engine, p)
         self.stats = NodeStats()
         self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
-        self.side = SideInputs(capacity=30)
-        self._last_sparse_wall = -1e9
+        self._tf_buffer = None
+        self.assembler = FrameAssembler(capacity=30, lookup_transform=self._lookup_transform)
         self._warned: dict[str, float] = {}
         self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
-        self._tf_buffer = None
+        self._last_image_ns: int | None = None
+        self._time_jumped = threading.Event()
+        self._started_ns = self.get_clock().now().nanoseconds
 
         qos_override = QoSOverridingOptions.with_default_policies()
         sub_qos = qos_profile_sensor_data
@@ -89,8 +92,8 @@ class LotusNode(Node):
         else:
             self.create_subscription(Image, 'image', self._on_image, sub_qos,
                                      qos_overriding_options=qos_override)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_info, sub_qos,
-                                 qos_overriding_options=qos_override)
+        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
+                                                  sub_qos, qos_overriding_options=qos_override)
         source = p['alignment.source']
         if source == 'sparse_depth':
             self.create_subscription(Image, 'sparse_depth', self._on_sparse, sub_qos,
@@ -101,17 +104,19 @@ class LotusNode(Node):
             if p['alignment.use_tf']:
                 self._start_tf()
 
-        types = {'depth/image': Image, 'depth/camera_info': CameraInfo,
-                 'depth/relative': Image, 'depth/colored': Image, 'normal/image': Image,
-                 'normal/colored': Image, 'points': PointCloud2}
-        align_type = self.processor.alignment_type
-        if align_type is not None:
-            types['alignment'] = align_type
-        self.pubs = {name: self.create_publisher(types[name], name, pub_qos,
+        self.pubs = {name: self.create_publisher(msg_type, name, pub_qos,
                                                  qos_overriding_options=qos_override)
-                     for name in OUTPUTS if name in types}
+                     for name, msg_type in output_types().items()}
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        if hasattr(self, 'add_post_set_parameters_callback'):  # Iron and newer
+            self.add_post_set_parameters_callback(self._on_parameters_set)
+        # Backward jumps of the node clock (sim time restarted by a looping bag, or the system
+        # clock set back); stamps jumping back without a clock are caught per frame.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1.0),
+                          on_clock_change=False),
+            post_callback=lambda jump: self._time_jumped.set())
         # steady clock: diagnostics must flow even while a simulated clock is paused
         self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -136,6 +141,20 @@ class LotusNode(Node):
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
+    def _lookup_transform(self, cloud: PointCloud2, header):
+        """tf2 image frame <- cloud frame at the cloud's stamp; False (skip) when unknown."""
+        if self._tf_buffer is None:
+            return static_points_transform(self.processor.params)
+        src, dst = cloud.header.frame_id, header.frame_id
+        try:
+            tf = self._tf_buffer.lookup_transform(dst, src, Time.from_msg(cloud.header.stamp))
+        except Exception as e:  # tf2 raises several unrelated exception types
+            self._problem('tf', f"no transform {dst} <- {src}, cloud skipped: "
+                          f"{' '.join(str(e).split())}")
+            return False
+        t, q = tf.transform.translation, tf.transform.rotation
+        return (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
+
     def _warn(self, reason: str, text: str) -> None:
         now = time.monotonic()
         if now - self._warned.get(reason, -1e9) >= WARN_PERIOD:
@@ -150,39 +169,42 @@ class LotusNode(Node):
     # -- callbacks: store only -------------------------------------------------------------
     def _on_image(self, msg) -> None:
         self.stats.on_input()
-        if not self.queue.put((msg, time.monotonic())) and not self.queue.drop_frames:
+        if not self.queue.put((msg, time.monotonic())) and not self.queue.drop_frames \
+                and not self.queue.closed:
             self._warn('queue_overflow', f'input queue full ({self.queue.maxsize}): the oldest '
                        f'frame was discarded ({self.queue.overflowed} so far); slow the input '
                        'or raise queue_size')
 
     def _on_info(self, msg: CameraInfo) -> None:
-        self.side.add_camera_info(msg)
+        self.assembler.add_camera_info(msg)
 
     def _on_sparse(self, msg) -> None:
-        self._last_sparse_wall = time.monotonic()
-        self.side.add_sparse(msg)
+        self.assembler.add_sparse(msg)
+
+    def _lotus_changes(self, params) -> dict[str, Any]:
+        return {prm.name: prm.value for prm in params if prm.name in SPEC_BY_NAME}
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        changes = {}
-        for prm in params:
-            if prm.name not in SPEC_BY_NAME:
-                continue
-            reason = validate(prm.name, prm.value, running=True)
+        """Validate only; the change is applied by the worker between two frames."""
+        changes = self._lotus_changes(params)
+        for name, value in changes.items():
+            reason = validate(name, value, running=True)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-            changes[prm.name] = prm.value
-        if not changes:
-            return SetParametersResult(successful=True)
-        with self._pending_lock:
-            merged = dict(self.params)
-            merged.update(self._pending)
-            merged.update(changes)
-            reason = validate_set(merged)
+        if changes:
+            with self._pending_lock:
+                reason = validate_set({**self.processor.params, **self._pending, **changes})
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-            self._pending.update(changes)
-            self.params.update(changes)
+            if not hasattr(self, 'add_post_set_parameters_callback'):  # Humble: no post hook
+                self._on_parameters_set(params)
         return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, params) -> None:
+        changes = self._lotus_changes(params)
+        if changes:
+            with self._pending_lock:
+                self._pending.update(changes)
 
     # -- worker ----------------------------------------------------------------------------
     def _wanted(self) -> set[str]:
@@ -192,53 +214,42 @@ class LotusNode(Node):
         return {n for n in enabled if n in self.pubs and
                 self.pubs[n].get_subscription_count() > 0}
 
-    def _match_inputs(self, msg) -> FrameInputs:
+    def _assemble(self, msg):
+        """Pair the image with its side inputs, waiting briefly for ones still in flight."""
         p = self.processor.params
-        stamp_ns = stamp_to_ns(msg.header.stamp)
-        inp = FrameInputs(image=msg, camera_info=self.side.match_camera_info(
-            stamp_ns, p['camera_info_tolerance']))
-        if p['alignment.source'] == 'none':
-            return inp
-        tol = p['alignment.max_time_difference']
-        sparse = self.side.match_sparse(stamp_ns, tol)
-        if sparse is None and time.monotonic() - self._last_sparse_wall < 0.5:
-            # the sparse sensor is alive: its message for this frame may be in flight
-            deadline = time.monotonic() + SPARSE_WAIT
-            while sparse is None and time.monotonic() < deadline and self._running:
-                time.sleep(0.005)
-                sparse = self.side.match_sparse(stamp_ns, tol)
-        if sparse is not None:
-            inp.sparse = sparse
-            if isinstance(inp.sparse, PointCloud2):
-                tf = self._points_transform(inp.sparse, msg.header)
-                if tf is False:
-                    inp.sparse = None
-                else:
-                    inp.points_transform = tf
-        return inp
+        budgets = {'camera_info': p['camera_info_wait'], 'sparse': SPARSE_WAIT}
+        published = self.count_publishers(self._info_sub.topic_name) > 0
+        waiting = self.assembler.waiting_for(msg, p, camera_info_published=published)
+        if waiting:
+            deadline = time.monotonic() + max(budgets[name] for name in waiting)
+            while waiting and self._running and time.monotonic() < deadline:
+                time.sleep(0.002)
+                waiting = self.assembler.waiting_for(msg, p, camera_info_published=published)
+        return self.assembler.assemble(msg, p)
 
-    def _points_transform(self, cloud: PointCloud2, header):
-        """Return (t, q) image frame <- cloud frame, None for identity, False when unknown."""
-        src, dst = cloud.header.frame_id, header.frame_id
-        if not src or src == dst:
-            return None
-        if self._tf_buffer is not None:
-            try:
-                tf = self._tf_buffer.lookup_transform(dst, src,
-                                                      Time.from_msg(cloud.header.stamp))
-                t, q = tf.transform.translation, tf.transform.rotation
-                return (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
-            except Exception as e:  # tf2 raises several unrelated exception types
-                self._problem('tf', f"no transform {dst} <- {src}, cloud skipped: "
-                              f"{' '.join(str(e).split())}")
-                return False
-        return static_points_transform(self.processor.params)
+    def _check_time(self, msg) -> None:
+        """Reset everything that belongs to an earlier run when time went backwards."""
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        backward = self._last_image_ns is not None and \
+            stamp_ns < self._last_image_ns - BACKWARD_JUMP_NS
+        self._last_image_ns = stamp_ns
+        if not (backward or self._time_jumped.is_set()):
+            return
+        self._time_jumped.clear()
+        self.assembler.reset(stamp_ns)
+        self.processor.reset()
+        self.stats.on_time_jump()
+        self._started_ns = min(self._started_ns, self.get_clock().now().nanoseconds)
+        self.get_logger().warning(
+            'time went backwards (bag loop, new bag or clock reset): stamp caches, alignment '
+            f'filter and statistics reset [{self.stats.time_jumps} so far]')
 
     def _apply_pending(self) -> None:
         with self._pending_lock:
             changes, self._pending = self._pending, {}
+            if changes:
+                self.processor.update_params(changes)
         if changes:
-            self.processor.update_params(changes)
             self.get_logger().info('parameters changed: ' + ', '.join(
                 f'{k}={v}' for k, v in sorted(changes.items())))
 
@@ -257,11 +268,12 @@ class LotusNode(Node):
 
     def _process(self, msg, t_received: float) -> None:
         self._apply_pending()
+        self._check_time(msg)
         wanted = self._wanted()
         if not wanted:
-            self.stats.skipped_lazy += 1
+            self.stats.on_skipped_lazy()
             return
-        inputs = self._match_inputs(msg)
+        inputs = self._assemble(msg)
         try:
             res = self.processor.process(inputs, wanted)
         except ImageConversionError as e:
@@ -271,11 +283,22 @@ class LotusNode(Node):
         for name, out in res.outputs.items():
             self.pubs[name].publish(out)
         res.timings['publish'] = time.perf_counter() - t0
-        now = self.get_clock().now().nanoseconds * 1e-9
-        self.stats.on_frame(res.timings, now - stamp_seconds(msg.header.stamp),
-                            time.monotonic() - t_received, res.alignment, res.metric)
+        self.stats.on_frame(res.timings, self._latency(msg), time.monotonic() - t_received,
+                            res.alignment, res.metric)
         for reason, text in res.problems:
             self._problem(reason, text)
+
+    def _latency(self, msg) -> float | None:
+        """
+        Stamp to publish on the node clock; None for stamps from before the node started.
+
+        A bag replayed without sim time carries stamps from the day it was recorded: its
+        "latency" would read in years and mean nothing.
+        """
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if stamp_ns < self._started_ns - BACKWARD_JUMP_NS:
+            return None
+        return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
 
     def _publish_diagnostics(self) -> None:
         mem = {}
@@ -325,6 +348,10 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _rclpy.RCLError:
+        # SIGTERM shuts the context down while the executor builds its wait set
+        if rclpy.ok():
+            raise
     finally:
         finished = node.stop(timeout=1.0)
         executor.shutdown(timeout_sec=0.5)

@@ -61,6 +61,10 @@ SPECS: tuple[ParamSpec, ...] = (
     _p('camera_info_tolerance', 0.05,
        'Seconds: if no camera_info has the exact image stamp, use the latest one this close',
        runtime=True, min=0.0, max=10.0),
+    _p('camera_info_wait', 0.2,
+       'Seconds a frame may wait for its camera_info when it is late (drivers publish the image '
+       'before its camera_info); never waited for when camera_info is not being published',
+       runtime=True, min=0.0, max=5.0),
     # outputs
     _p('publish.depth', True, 'Publish depth/image (metres) and depth/camera_info while metric',
        runtime=True),

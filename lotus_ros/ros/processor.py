@@ -23,8 +23,10 @@ from lotus_ros.core.alignment import AlignmentState, MetricAligner
 from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_camera_info
 from lotus_ros.core.normals import lotus_to_optical
 from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.core.stamps import stamp_seconds
 from lotus_ros.core.visualization import colorize_depth, colorize_normals
 from lotus_ros.ros.clouds import CloudError, cloud_to_xyz, packed_to_msg, transform_points
+from lotus_ros.ros.frame_assembly import FrameInputs
 from lotus_ros.ros.images import (
     ImageConversionError,
     array_to_image,
@@ -32,50 +34,14 @@ from lotus_ros.ros.images import (
     depth_image_to_metres,
     image_to_rgb,
 )
+from lotus_ros.ros.messages import output_camera_info
+from lotus_ros.ros.outputs import OUTPUTS, alignment_type
 from lotus_ros.ros.parameters import defaults
 
-OUTPUTS = ('depth/image', 'depth/camera_info', 'depth/relative', 'depth/colored',
-           'normal/image', 'normal/colored', 'points', 'alignment')
-
-# output -> the parameter that switches it
-OUTPUT_TOGGLES = {
-    'depth/image': 'publish.depth', 'depth/camera_info': 'publish.depth',
-    'depth/relative': 'publish.relative', 'depth/colored': 'publish.depth_colored',
-    'normal/image': 'publish.normal', 'normal/colored': 'publish.normal_colored',
-    'points': 'publish.points', 'alignment': 'publish.alignment',
-}
-_NEEDS_DEPTH = {'depth/image', 'depth/camera_info', 'depth/relative', 'depth/colored', 'points',
-                'alignment'}
+DEPTH_PAIR = {'depth/image', 'depth/camera_info'}
 _ALIGN_KEYS = ('alignment.mode', 'alignment.z_min', 'alignment.z_max', 'alignment.max_age',
                'alignment.min_inliers', 'alignment.fixed_scale', 'alignment.fixed_shift',
                'alignment.process_noise', 'alignment.measurement_floor')
-
-
-def stamp_seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def static_points_transform(params: dict[str, Any]) -> tuple[tuple, tuple]:
-    """alignment.points_transform as (translation xyz, quaternion xyzw): the fallback to tf2."""
-    v = params['alignment.points_transform']
-    return tuple(v[:3]), tuple(v[3:])
-
-
-def _alignment_msg_type():
-    try:
-        from lotus_ros.msg import DepthAlignment
-    except ImportError:  # running from the source tree without a colcon build
-        return None
-    return DepthAlignment
-
-
-@dataclass
-class FrameInputs:
-    image: Image | CompressedImage
-    camera_info: CameraInfo | None = None
-    sparse: Image | PointCloud2 | None = None
-    # target(image frame) <- cloud frame as (translation xyz, quaternion xyzw), for sparse_points
-    points_transform: tuple[Any, Any] | None = None
 
 
 @dataclass
@@ -98,7 +64,7 @@ class FrameProcessor:
             self.params.update(params)
         self.aligner = self._make_aligner()
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
-        self.alignment_type = _alignment_msg_type()
+        self.alignment_type = alignment_type()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
 
     # -- configuration ---------------------------------------------------------------------
@@ -122,6 +88,10 @@ class FrameProcessor:
             process_noise=p['alignment.process_noise'],
             measurement_floor=p['alignment.measurement_floor'])
 
+    def reset(self) -> None:
+        """Start the alignment filter again (time went backwards: its state is another run's)."""
+        self.aligner = self._make_aligner()
+
     def update_params(self, changes: dict[str, Any]) -> None:
         """Apply already validated changes; alignment changes restart the filter."""
         self.params.update(changes)
@@ -129,13 +99,12 @@ class FrameProcessor:
             self.aligner = self._make_aligner()
 
     def enabled_outputs(self) -> set[str]:
-        out = {name for name, toggle in OUTPUT_TOGGLES.items() if self.params[toggle]}
+        engine = self.engine
+        out = {name for name, o in OUTPUTS.items() if self.params[o.toggle]
+               and (engine.has_depth or not o.needs_depth)
+               and (engine.has_normal or not o.needs_normal)}
         if not self.alignment_enabled or self.alignment_type is None:
             out.discard('alignment')
-        if not self.engine.has_depth:
-            out -= _NEEDS_DEPTH
-        if not self.engine.has_normal:
-            out -= {'normal/image', 'normal/colored'}
         return out
 
     # -- decoding --------------------------------------------------------------------------
@@ -211,6 +180,9 @@ class FrameProcessor:
         res = FrameResult()
         enabled = self.enabled_outputs()
         wanted = enabled if wanted is None else (set(wanted) & enabled)
+        if DEPTH_PAIR & wanted:
+            # exact-time consumers (depth_image_proc, TimeSynchronizer) need both or neither
+            wanted |= DEPTH_PAIR
         header = inp.image.header
         stamp = stamp_seconds(header.stamp)
 
@@ -223,7 +195,7 @@ class FrameProcessor:
         want_normal = bool({'normal/image', 'normal/colored'} & wanted) or (
             'points' in wanted and p['points.normals'])
         want_normal = want_normal and self.engine.has_normal
-        want_depth = bool(_NEEDS_DEPTH & wanted)
+        want_depth = any(OUTPUTS[name].needs_depth for name in wanted)
         if not (want_depth or want_normal):
             return res
         pred = self.engine.predict_batch([rgb], depth=want_depth, normal=want_normal)[0]
@@ -264,14 +236,9 @@ class FrameProcessor:
         if relative is not None and {'depth/relative', 'depth/colored'} & wanted:
             visual_job = self._pool.submit(self._depth_outputs, relative, metric, wanted,
                                            header)
-        if metric is not None and 'depth/image' in wanted:
+        if metric is not None and 'depth/image' in wanted and intr is not None:
             out['depth/image'] = array_to_image(metric, '32FC1', header)
-        if metric is not None and 'depth/camera_info' in wanted and intr is not None:
-            src = inp.camera_info
-            out['depth/camera_info'] = CameraInfo(
-                header=header, height=h, width=w, distortion_model=src.distortion_model,
-                d=src.d, k=src.k, r=src.r, p=src.p, binning_x=src.binning_x,
-                binning_y=src.binning_y, roi=src.roi)
+            out['depth/camera_info'] = output_camera_info(inp.camera_info, header)
         if state is not None and 'alignment' in wanted and self.alignment_type is not None:
             out['alignment'] = self._alignment_msg(state, header)
 

@@ -1,8 +1,7 @@
 """
-Small, thread-safe caches that match side inputs (camera_info, sparse depth) to image stamps.
+A small, thread-safe cache of messages by stamp, for matching side inputs to image stamps.
 
-Subscriptions only store into these; the inference worker looks up by the image stamp, so a
-LiDAR that stalls never blocks images (it is not a synchronised input).
+Subscriptions only store into it; frame assembly (frame_assembly.py) looks up by image stamp.
 """
 
 from __future__ import annotations
@@ -10,11 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict
 import threading
 from typing import Any
-
-
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds (exact, so it can be a dict key)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class StampCache:
@@ -44,6 +38,13 @@ class StampCache:
         with self._lock:
             self._items.clear()
             self._latest = None
+
+    def discard_after(self, stamp_ns: int) -> None:
+        """Drop items stamped after `stamp_ns` (time went backwards: they are another run's)."""
+        with self._lock:
+            for s in [s for s in self._items if s > stamp_ns]:
+                del self._items[s]
+            self._latest = next(reversed(self._items.items()), None)
 
     def exact(self, stamp_ns: int) -> Any | None:
         with self._lock:
@@ -79,32 +80,3 @@ class StampCache:
             if self._latest is not None and abs(self._latest[0] - stamp_ns) <= tolerance_ns:
                 return self._latest
             return None
-
-
-class SideInputs:
-    """
-    camera_info and sparse-depth caches with the node's rules for matching them to an image.
-
-    The live node and the offline bag tool both match through this, so a bag pairs the same side
-    messages with each image in both. Tolerances are in seconds.
-    """
-
-    def __init__(self, capacity: int = 30):
-        self.camera_info = StampCache(capacity)
-        self.sparse = StampCache(capacity)
-
-    def add_camera_info(self, msg) -> None:
-        self.camera_info.add(stamp_to_ns(msg.header.stamp), msg)
-
-    def add_sparse(self, msg) -> None:
-        self.sparse.add(stamp_to_ns(msg.header.stamp), msg)
-
-    def match_camera_info(self, stamp_ns: int, tolerance: float) -> Any | None:
-        """Return the camera_info with the exact stamp, else the latest within the tolerance."""
-        found = self.camera_info.match_exact_or_latest(stamp_ns, int(tolerance * 1e9))
-        return found[1] if found else None
-
-    def match_sparse(self, stamp_ns: int, tolerance: float) -> Any | None:
-        """Return the sparse message nearest in time, if within the tolerance."""
-        found = self.sparse.nearest(stamp_ns, int(tolerance * 1e9))
-        return found[1] if found else None
