@@ -172,10 +172,12 @@ class MarigoldEngine:
 
     def _warmup(self, warmup: bool | tuple[int, int]) -> None:
         if isinstance(warmup, tuple):
-            shape = warmup
+            shape, resolution = warmup, self.processing_resolution
+        elif self.device.type == 'cuda':
+            shape, resolution = (480, 640), self.processing_resolution
         else:
-            shape = (480, 640) if self.device.type == 'cuda' else (64, 64)
-        self.predict(np.full((*shape, 3), 128, np.uint8))
+            shape, resolution = (64, 64), 0
+        self._run([np.full((*shape, 3), 128, np.uint8)], ('depth', 'normal'), resolution)
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -207,12 +209,17 @@ class MarigoldEngine:
         if any(rgb.shape != images[0].shape for rgb in images):
             raise ValueError('predict_batch needs images of one size, got '
                              f'{sorted({rgb.shape for rgb in images})}')
+        wanted = tuple(task for task, on in (('depth', depth), ('normal', normal)) if on)
+        return self._run(images, wanted, self.processing_resolution)
+
+    def _run(self, images: list[np.ndarray], wanted: tuple[str, ...],
+             resolution: int) -> list[LotusPrediction]:
         count, members = len(images), self.ensemble_size
         timings = {'depth': 0.0, 'normal': 0.0, 'total': 0.0}
         begin = time.perf_counter()
         outputs = {}
         for task, pipeline in self._pipelines.items():
-            if not {'depth': depth, 'normal': normal}[task]:
+            if task not in wanted:
                 continue
             start = time.perf_counter()
             # Member k of every image (image-major, as the pipeline orders them) from seed + k.
@@ -221,7 +228,7 @@ class MarigoldEngine:
             with_uncertainty = task == 'depth' and members > 1
             outputs[task] = pipeline(
                 list(images), num_inference_steps=self.num_inference_steps,
-                ensemble_size=members, processing_resolution=self.processing_resolution,
+                ensemble_size=members, processing_resolution=resolution,
                 batch_size=count * members, generator=generators, output_type='np',
                 ensembling_kwargs={'reduction': 'mean'} if with_uncertainty else None,
                 output_uncertainty=with_uncertainty)
