@@ -115,3 +115,21 @@ def test_defaults_for_missing_keys(models):
 def test_bad_parameters(models, params, match):
     with pytest.raises(ValueError, match=match):
         load_engine({'depth_model': str(models['lotus-d']), 'device': 'cpu', **params})
+
+
+def test_benchmark_backends_smoke(tmp_path, capsys):
+    from lotus_ros.benchmark import main
+
+    args = ['--backend', 'all', '--random-weights', '--size', 'tiny', '--weights-dir',
+            str(tmp_path), '--resolutions', '40x56', '--repeats', '1', '--warmup', '0',
+            '--device', 'cpu', '--ensemble-sizes', '1', '2', '--steps', '1', '2']
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert {p.name for p in tmp_path.iterdir()} == {'lotus-d', 'lotus-g', 'marigold'}
+    rows = {line.split('  ')[0]: line.split() for line in out.splitlines()
+            if line.startswith(('Lotus', 'Marigold'))}
+    assert list(rows) == ['Lotus-D', 'Lotus-G K=1', 'Lotus-G K=2', 'Marigold 1 step',
+                          'Marigold 2 steps']
+    assert rows['Lotus-D'][-1] == '1.00' and 'x Lotus-D' in out
+    assert all(float(row[-1]) > 0 for row in rows.values())
+    assert main(['--backend', 'marigold']) == 2  # neither checkpoints nor --random-weights

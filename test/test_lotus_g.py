@@ -8,6 +8,7 @@ random checkpoint; only the image latent is the posterior mean instead of a samp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 import shutil
 
@@ -20,7 +21,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from lotus_ros.engine import LotusEngine, ModelLoadError
 from lotus_ros.lotus_g import LotusGEngine
-from lotus_ros.random_models import save_random_lotus
+from lotus_ros.random_models import build_unet, save_random_lotus
 
 TOL = 1e-5
 # K draws run as one batched UNet call: batched CPU convolutions round differently (~1e-5).
@@ -202,3 +203,22 @@ def test_bad_draw_arguments(tiny_lotus_g, kwargs):
     with pytest.raises(ValueError):
         LotusGEngine.from_pretrained(str(tiny_lotus_g['depth']), device='cpu', warmup=False,
                                      **kwargs)
+
+
+def test_random_lotus_g_checkpoint_layout(tiny_lotus_g):
+    """The layout of jingheya/lotus-depth-g-v1-0: LotusGPipeline, DDIM 'sample', 8 inputs."""
+    folder = tiny_lotus_g['depth']
+    index = json.loads((folder / 'model_index.json').read_text())
+    scheduler = json.loads((folder / 'scheduler' / 'scheduler_config.json').read_text())
+    unet = json.loads((folder / 'unet' / 'config.json').read_text())
+    assert index['_class_name'] == 'LotusGPipeline'
+    assert index['scheduler'] == ['diffusers', 'DDIMScheduler']
+    assert scheduler['_class_name'] == 'DDIMScheduler'
+    assert scheduler['prediction_type'] == 'sample'
+    assert unet['in_channels'] == 8 and unet['out_channels'] == 4
+    assert unet['class_embed_type'] == 'projection'
+    with torch.device('meta'):
+        full = build_unet('full', in_channels=8)
+    # SD2's UNet, the task projection, and conv_in widened by 4 input channels (3x3, 320 out).
+    assert sum(p.numel() for p in full.parameters()) == \
+        865_910_724 + (4 * 1280 + 1280) + (1280 * 1280 + 1280) + 320 * 4 * 9

@@ -9,6 +9,7 @@ normals converted from Marigold's axes (x right, y up, z to the viewer) to Lotus
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from diffusers import MarigoldDepthPipeline, MarigoldNormalsPipeline
@@ -20,7 +21,7 @@ from lotus_ros.engine import ModelLoadError
 from lotus_ros.geometry import Intrinsics, backproject
 from lotus_ros.marigold import MarigoldEngine, marigold_to_lotus_normals
 from lotus_ros.normals import lotus_to_optical
-from lotus_ros.random_models import save_random_marigold
+from lotus_ros.random_models import build_unet, save_random_marigold
 
 # Several images or members in one batch: batched CPU convolutions round differently.
 BATCH_TOL = 5e-5
@@ -198,3 +199,23 @@ def test_tilted_plane_normal_matches_geometry():
     marigold = np.broadcast_to(n_true * [1.0, -1.0, -1.0], (29, 39, 3)).astype(np.float32)
     np.testing.assert_allclose(lotus_to_optical(marigold_to_lotus_normals(marigold)), geo,
                                atol=1e-3)
+
+
+def test_random_marigold_checkpoint_layout(tiny_marigold):
+    """The pipeline configs of prs-eth/marigold-depth-v1-1, -normals-v1-1, -depth-lcm-v1-0."""
+    depth = json.loads((tiny_marigold['depth'] / 'model_index.json').read_text())
+    normals = json.loads((tiny_marigold['normals'] / 'model_index.json').read_text())
+    lcm = json.loads((tiny_marigold['lcm'] / 'model_index.json').read_text())
+    assert depth['_class_name'] == 'MarigoldDepthPipeline' and depth['prediction_type'] == 'depth'
+    assert depth['scale_invariant'] and depth['shift_invariant']
+    assert depth['scheduler'] == ['diffusers', 'DDIMScheduler']
+    assert (depth['default_denoising_steps'], depth['default_processing_resolution']) == (4, 768)
+    assert normals['_class_name'] == 'MarigoldNormalsPipeline' and normals['use_full_z_range']
+    assert lcm['scheduler'] == ['diffusers', 'LCMScheduler']
+    assert lcm['default_denoising_steps'] == 1
+    unet = json.loads((tiny_marigold['depth'] / 'unet' / 'config.json').read_text())
+    assert unet['in_channels'] == 8 and unet['class_embed_type'] is None
+    with torch.device('meta'):
+        full = build_unet('full', in_channels=8, task_embedding=False)
+    # SD2's UNet with conv_in widened by 4 input channels (3x3, 320 out).
+    assert sum(p.numel() for p in full.parameters()) == 865_910_724 + 320 * 4 * 9
