@@ -9,11 +9,18 @@ their ratio. The baseline does what the released code does for every frame: enco
 prompt, encode the image once per task with a sampled latent, run each task as its own pipeline
 and post-process in numpy. It runs the engine's own UNet and VAE modules so that only the per-
 frame procedure differs.
+
+`--backend lotus-g|marigold|all` instead prints one table of the per-frame cost of depth from
+each backend (Lotus-D, Lotus-G with each `--ensemble-sizes` K, Marigold with each `--steps`
+count and ensemble 1) and its ratio to Lotus-D; `--random-weights` then builds each backend's
+full-size architecture in its own folder under `--weights-dir`.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+import gc
 import os
 from pathlib import Path
 import shutil
@@ -31,6 +38,7 @@ from lotus_ros.core.lotus_d import TIMESTEP, LotusEngine, processing_size, resol
 
 ROWS = ('text', 'preprocess', 'encode', 'unet_depth', 'unet_normal', 'decode', 'postprocess',
         'total')
+BACKENDS = ('lotus-d', 'lotus-g', 'marigold', 'all')
 
 
 class PeakMemory:
@@ -184,25 +192,35 @@ def _summary(runs: list[dict[str, float]], statistic: str) -> dict[str, float]:
     return {row: reduce(r.get(row, 0.0) for r in runs) for row in ROWS}
 
 
+def _random_checkpoint(folder: Path, kind: str, size: str) -> str:
+    """Build (or reuse) random weights of one backend's architecture in `folder`."""
+    from lotus_ros.demo.random_models import save_random_lotus, save_random_marigold
+
+    if not (folder / 'model_index.json').is_file():
+        print(f'building random {size} {kind} weights in {folder} ...', flush=True)
+        start = time.perf_counter()
+        if kind == 'marigold':
+            save_random_marigold(folder, size=size, seed=0, vae_seed=0)
+        else:
+            save_random_lotus(folder, size=size, seed=0, vae_seed=0, depth_space='disparity',
+                              generative=kind == 'lotus-g')
+        print(f'  built in {time.perf_counter() - start:.1f} s', flush=True)
+    return str(folder)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.backend != 'lotus-d':
+        return _run_backends(args)
     workdir = None
     if args.random_weights:
-        from lotus_ros.demo.random_models import save_random_lotus
-
         if args.weights_dir:
             folder = Path(args.weights_dir)
         else:
             workdir = tempfile.mkdtemp(prefix='lotus_bench_')
             folder = Path(workdir) / 'lotus-d-random'
-        if not (folder / 'model_index.json').is_file():
-            print(f'building random {args.size} Lotus-D weights in {folder} ...', flush=True)
-            start = time.perf_counter()
-            save_random_lotus(folder, size=args.size, seed=0, vae_seed=0,
-                              depth_space='disparity')
-            print(f'  built in {time.perf_counter() - start:.1f} s', flush=True)
         # One checkpoint serves both tasks: the published depth and normal checkpoints share
         # the architecture and VAE, and compute does not depend on the UNet weights.
-        depth_model = normal_model = str(folder)
+        depth_model = normal_model = _random_checkpoint(folder, 'lotus-d', args.size)
     else:
         depth_model, normal_model = args.depth_model, args.normal_model
         if depth_model is None or normal_model is None:
@@ -268,12 +286,127 @@ def _benchmark(args: argparse.Namespace, depth_model: str, normal_model: str) ->
     return status if args.strict else 0
 
 
+def _variants(kind: str, args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """Return (label, engine attributes) of the configurations measured on one backend."""
+    if kind == 'lotus-d':
+        return [('Lotus-D', {})]
+    if kind == 'lotus-g':
+        return [(f'Lotus-G K={k}', {'ensemble_size': k}) for k in args.ensemble_sizes]
+    return [(f'Marigold {n} step' + ('s' if n > 1 else ''), {'num_inference_steps': n})
+            for n in args.steps]
+
+
+def _load_backend(kind: str, model: str, args: argparse.Namespace):
+    from lotus_ros.core.lotus_g import LotusGEngine
+    from lotus_ros.core.marigold import MarigoldEngine
+
+    engine_class = {'lotus-d': LotusEngine, 'lotus-g': LotusGEngine,
+                    'marigold': MarigoldEngine}[kind]
+    return engine_class.from_pretrained(
+        model, device=args.device, dtype=args.dtype,
+        processing_resolution=args.processing_resolution, local_files_only=True,
+        compile=args.compile, warmup=False)
+
+
+def _time_variants(engine, image: np.ndarray, variants: list[tuple[str, dict]],
+                   args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Return label -> (seconds per depth frame, peak memory MB), configurations interleaved."""
+    def frame(settings: dict) -> float:
+        for name, value in settings.items():
+            setattr(engine, name, value)
+        start = time.perf_counter()
+        engine.predict(image, normal=False)  # returns host arrays: the device work is done
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        for _, settings in variants:
+            frame(settings)
+    seconds: dict[str, list[float]] = {label: [] for label, _ in variants}
+    peaks = dict.fromkeys(seconds, 0.0)
+    for _ in range(args.repeats):
+        for label, settings in variants:
+            with PeakMemory(engine.device) as peak:
+                seconds[label].append(frame(settings))
+            peaks[label] = max(peaks[label], peak.peak_mb)
+    reduce: Callable = min if args.statistic == 'min' else statistics.median
+    return {label: (reduce(seconds[label]), peaks[label]) for label in seconds}
+
+
+def _format_backend_table(rows: dict[str, tuple[float, float]], memory_label: str) -> str:
+    reference = rows['Lotus-D'][0]
+    width = max(len('backend (depth only)'), *(len(label) for label in rows)) + 2
+    lines = ['backend (depth only)'.ljust(width) + 's/frame'.rjust(10) + 'frames/s'.rjust(10)
+             + memory_label.rjust(16) + 'x Lotus-D'.rjust(11)]
+    for label, (seconds, peak) in rows.items():
+        lines.append(label.ljust(width) + f'{seconds:.3f}'.rjust(10)
+                     + f'{1.0 / seconds:.3f}'.rjust(10) + f'{peak:.0f}'.rjust(16)
+                     + f'{seconds / reference:.2f}'.rjust(11))
+    return '\n'.join(lines)
+
+
+def _run_backends(args: argparse.Namespace) -> int:
+    """Time depth from Lotus-D and the other backends, one backend in memory at a time."""
+    kinds = ['lotus-d'] + (['lotus-g', 'marigold'] if args.backend == 'all' else [args.backend])
+    if not args.random_weights:
+        given = {'lotus-d': args.depth_model, 'lotus-g': args.lotus_g_model,
+                 'marigold': args.marigold_model}
+        missing = [kind for kind in kinds if given[kind] is None]
+        if missing:
+            print(f'give a checkpoint for {", ".join(missing)} (--depth-model, --lotus-g-model, '
+                  '--marigold-model), or --random-weights', file=sys.stderr)
+            return 2
+    workdir = None
+    try:
+        if not args.random_weights:
+            models = {kind: given[kind] for kind in kinds}
+        else:
+            if args.weights_dir:
+                root = Path(args.weights_dir)
+            else:
+                workdir = tempfile.mkdtemp(prefix='lotus_bench_')
+                root = Path(workdir)
+            models = {kind: _random_checkpoint(root / kind, kind, args.size) for kind in kinds}
+        tables: dict[tuple[int, int], dict[str, tuple[float, float]]] = {
+            size: {} for size in args.resolutions}
+        device = None
+        for kind in kinds:
+            start = time.perf_counter()
+            engine = _load_backend(kind, models[kind], args)
+            device = engine.device
+            print(f'{kind} loaded in {time.perf_counter() - start:.1f} s: device={engine.device} '
+                  f'dtype={engine.dtype} threads={torch.get_num_threads()}', flush=True)
+            for height, width in args.resolutions:
+                tables[(height, width)].update(_time_variants(
+                    engine, _test_image(height, width), _variants(kind, args), args))
+            del engine
+            gc.collect()
+        memory_label = 'peak MB (CUDA)' if device.type == 'cuda' else 'peak RSS MB'
+        for (height, width), rows in tables.items():
+            print(f'\nimage {height}x{width}, processing resolution '
+                  f'{args.processing_resolution or "native"}, {args.statistic} of {args.repeats} '
+                  f'(after {args.warmup} warm-up), device={device}, dtype={args.dtype}')
+            print(_format_backend_table(rows, memory_label))
+        return 0
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m lotus_ros.benchmarks.engine_benchmark',
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--depth-model', help='hub id or local folder of a depth checkpoint')
     parser.add_argument('--normal-model', help='hub id or local folder of a normal checkpoint')
+    parser.add_argument('--backend', choices=BACKENDS, default='lotus-d',
+                        help='lotus-d: engine vs released baseline per stage (default); '
+                        'lotus-g, marigold, all: per-frame depth cost against Lotus-D')
+    parser.add_argument('--lotus-g-model', help='Lotus-G depth checkpoint (--backend lotus-g)')
+    parser.add_argument('--marigold-model', help='Marigold depth checkpoint (--backend marigold)')
+    parser.add_argument('--ensemble-sizes', nargs='+', type=int, default=[1, 4], metavar='K',
+                        help='Lotus-G draws per frame to time (default 1 4)')
+    parser.add_argument('--steps', nargs='+', type=int, default=[1, 4], metavar='N',
+                        help='Marigold denoising steps to time, ensemble 1 (default 1 4)')
     parser.add_argument('--random-weights', action='store_true',
                         help='build random weights of the released architecture (no download)')
     parser.add_argument('--size', choices=('full', 'tiny'), default='full',
@@ -296,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be >= 1 and --warmup >= 0')
+    if min(args.ensemble_sizes) < 1 or min(args.steps) < 1:
+        parser.error('--ensemble-sizes and --steps must be >= 1')
     return run(args)
 
 

@@ -57,18 +57,13 @@ class Engine(Protocol):
         """Device memory in MB ({} where the process RSS is the measure)."""
 
 
-# The engine's parameters under the node's names; the node's parameter table takes its
-# defaults from here so the two cannot disagree.
+# The engine's parameters under the node's names, for keys a caller leaves out (no checkpoint
+# is loaded unless named; the node's own defaults name the published ones).
 ENGINE_DEFAULTS: dict[str, Any] = {
-    'depth_model': 'jingheya/lotus-depth-d-v2-0-disparity',
-    'normal_model': 'jingheya/lotus-normal-d-v1-1',
-    'device': 'auto',
-    'dtype': 'auto',
-    'processing_resolution': 768,
-    'compile': False,
-    'local_files_only': False,
-    'depth_space': '',
-    'engine_factory': '',
+    'backend': 'auto', 'depth_model': None, 'normal_model': None, 'device': 'auto',
+    'dtype': 'auto', 'processing_resolution': 768, 'local_files_only': False,
+    'depth_space': None, 'compile': False, 'seed': 0, 'ensemble_size': 1,
+    'num_inference_steps': 0, 'engine_factory': '',
 }
 
 
@@ -90,11 +85,6 @@ def load_engine(params: dict[str, Any]) -> Engine:
         except (ImportError, AttributeError) as exc:
             raise ModelLoadError(f"engine_factory '{factory}' not found: {exc}") from exc
         return build(p)
-    from lotus_ros.core.lotus_d import LotusEngine
+    from lotus_ros.core.backends import build_engine
 
-    return LotusEngine.from_pretrained(
-        p['depth_model'] or None, p['normal_model'] or None,
-        device=p['device'], dtype=p['dtype'],
-        processing_resolution=p['processing_resolution'],
-        local_files_only=p['local_files_only'],
-        depth_space=p['depth_space'] or None, compile=p['compile'])
+    return build_engine(p)

@@ -133,7 +133,7 @@ def resolve_checkpoint(model: str, local_files_only: bool = False) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    patterns = ['model_index.json', 'tokenizer/*']
+    patterns = ['model_index.json', 'scheduler/scheduler_config.json', 'tokenizer/*']
     for name, stem in _WEIGHT_STEMS.items():
         patterns += [f'{name}/config.json', f'{name}/{stem}.safetensors',
                      f'{name}/{stem}.safetensors.index.json', f'{name}/{stem}-*.safetensors']
@@ -235,6 +235,10 @@ class LotusEngine:
     channel order silently would corrupt the prediction.
     """
 
+    # The UNet sees the image latent only; Lotus-G (LotusGEngine) adds a noise latent.
+    family = 'Lotus-D'
+    unet_in_channels = 4
+
     def __init__(self, *, device: torch.device, dtype: torch.dtype, vaes: list[torch.nn.Module],
                  tasks: dict[str, _Task], depth_space: str | None, processing_resolution: int,
                  resample: str, latent: str, seed: int | None, stage_timing: bool,
@@ -325,13 +329,15 @@ class LotusEngine:
             unet = _load_component(UNet2DConditionModel.from_pretrained, folder, 'unet',
                                    str(model), torch_dtype=dt, variant=variants['unet'])
             cfg = unet.config
-            if cfg.in_channels != 4 or cfg.class_embed_type != 'projection' or \
+            if cfg.in_channels != cls.unet_in_channels or \
+                    cfg.class_embed_type != 'projection' or \
                     cfg.projection_class_embeddings_input_dim != 4:
                 raise ModelLoadError(
-                    f'Lotus checkpoint {model}: unet/ is not a Lotus-D UNet (needs in_channels=4, '
-                    f"class_embed_type='projection' with 4 inputs; got in_channels="
-                    f'{cfg.in_channels}, class_embed_type={cfg.class_embed_type!r}); '
-                    'Lotus-G checkpoints are not supported')
+                    f'Lotus checkpoint {model}: unet/ is not a {cls.family} UNet (needs '
+                    f"in_channels={cls.unet_in_channels}, class_embed_type='projection' with 4 "
+                    f'inputs; got in_channels={cfg.in_channels}, class_embed_type='
+                    f'{cfg.class_embed_type!r}); Lotus UNets with 4 input channels are Lotus-D '
+                    "(backend 'lotus-d'), with 8 Lotus-G (backend 'lotus-g')")
             vae = _load_component(AutoencoderKL.from_pretrained, folder, 'vae', str(model),
                                   torch_dtype=dt, variant=variants['vae'])
             embedding = _empty_prompt_embedding(folder, str(model), variants['text_encoder'])
@@ -456,7 +462,7 @@ class LotusEngine:
         tasks = [self._tasks[name] for name in wanted]
         if not tasks:
             timings['total'] = time.perf_counter() - begin
-            return [Prediction(None, None, None, dict(timings)) for _ in range(count)]
+            return [Prediction(None, None, None, timings=dict(timings)) for _ in range(count)]
 
         # One host-to-device copy of the uint8 frame(s); everything else stays on the device.
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
@@ -481,13 +487,11 @@ class LotusEngine:
         now = self._mark(timings, 'encode', now)
 
         outputs = {}
-        labels = self._task_embedding.expand(count, -1)
         for task in tasks:
-            hidden = task.embedding.expand(count, -1, -1)
-            outputs[task.name] = task.unet(latents[task.vae_index], self._timestep,
-                                           encoder_hidden_states=hidden, class_labels=labels,
-                                           return_dict=False)[0]
+            outputs[task.name] = self._clean_latents(task, latents[task.vae_index])
             now = self._mark(timings, f'unet_{task.name}', now)
+        # Lotus-D gives one prediction per image; an ensemble gives `draws`, draw-major.
+        draws = len(next(iter(outputs.values()))) // count
 
         images = {}
         for index in sorted(latents):
@@ -495,11 +499,11 @@ class LotusEngine:
             for group in [names] if self.batch_decode else [[n] for n in names]:
                 y = torch.cat([outputs[n] for n in group]) / self._scaling[index]
                 decoded = self._vaes[index].decode(y, return_dict=False)[0]
-                for n, part in zip(group, decoded.split(count), strict=True):
+                for n, part in zip(group, decoded.split(count * draws), strict=True):
                     images[n] = part
         now = self._mark(timings, 'decode', now)
 
-        flat = []
+        flat: dict[str, torch.Tensor] = {}
         for name in wanted:
             image = (images[name].float() * 0.5 + 0.5).clamp(0.0, 1.0)
             if image.shape[-2:] != (height, width):
@@ -509,23 +513,39 @@ class LotusEngine:
                 else:
                     image = F.interpolate(image, size=(height, width), mode='nearest-exact')
             if name == 'depth':
-                flat.append(image.mean(dim=1).reshape(-1))
+                values = image.mean(dim=1)                             # (K*B)xHxW
             else:
-                flat.append((image * 2.0 - 1.0).permute(0, 2, 3, 1).reshape(-1))
-        host = torch.cat(flat).cpu().numpy()  # the one device-to-host copy
+                values = (image * 2.0 - 1.0).permute(0, 2, 3, 1)       # (K*B)xHxWx3
+            if draws > 1:
+                samples = values.unflatten(0, (draws, count))          # KxBxHxW[x3]
+                values = samples.mean(dim=0)
+                if name == 'depth':
+                    flat['uncertainty'] = samples.std(dim=0)
+            flat[name] = values
+        host = torch.cat([v.reshape(-1) for v in flat.values()]).cpu().numpy()  # one copy
         now = self._mark(timings, 'postprocess', now)
         timings['total'] = now - begin
 
-        pixels = count * height * width
         offset = 0
         arrays = {}
-        for name in wanted:
-            size = pixels * (1 if name == 'depth' else 3)
-            shape = (count, height, width) if name == 'depth' else (count, height, width, 3)
-            arrays[name] = host[offset:offset + size].reshape(shape)
-            offset += size
+        for name, values in flat.items():
+            arrays[name] = host[offset:offset + values.numel()].reshape(values.shape)
+            offset += values.numel()
         return [Prediction(
             depth=arrays['depth'][i] if 'depth' in arrays else None,
             depth_space=self.depth_space if 'depth' in arrays else None,
             normal=arrays['normal'][i] if 'normal' in arrays else None,
+            uncertainty=arrays['uncertainty'][i] if 'uncertainty' in arrays else None,
             timings=dict(timings)) for i in range(count)]
+
+    def _clean_latents(self, task: _Task, z: torch.Tensor) -> torch.Tensor:
+        """
+        Return the task's clean prediction latents for image latents z (Bx4xhxw).
+
+        Lotus-D: one UNet call at t=999 on z itself, Bx4xhxw. A subclass may return K draws per
+        image (K*B latents, draw-major); `_run` then reports their mean and the depth std.
+        """
+        hidden = task.embedding.expand(len(z), -1, -1)      # Bx2xC empty-prompt embedding
+        labels = self._task_embedding.expand(len(z), -1)    # Bx4 task switcher
+        return task.unet(z, self._timestep, encoder_hidden_states=hidden, class_labels=labels,
+                         return_dict=False)[0]              # Bx4xhxw

@@ -1,5 +1,5 @@
 """
-Random-weight Lotus-D checkpoints in the real diffusers folder layout.
+Random-weight Lotus-D, Lotus-G and Marigold checkpoints in the real diffusers folder layout.
 
 Tests, the tiny demo and the benchmark need checkpoints without network access. Compute cost
 does not depend on weight values, so a random checkpoint with the released architecture is a
@@ -132,14 +132,21 @@ def build_vae(size: str = 'tiny', seed: int = 0):
         scaling_factor=0.18215, **_check_size(size)['vae'])
 
 
-def build_unet(size: str = 'tiny', seed: int = 0):
-    """Return a randomly initialised Lotus-D UNet (4 latent channels in, task projection)."""
+def build_unet(size: str = 'tiny', seed: int = 0, *, in_channels: int = 4,
+               task_embedding: bool = True):
+    """
+    Return a randomly initialised SD2-architecture UNet.
+
+    Lotus-D: 4 latent channels in (the image) and the task projection; Lotus-G: 8 (image and
+    noise) and the projection; Marigold: 8 and no class embedding.
+    """
     from diffusers import UNet2DConditionModel
 
+    task = {'class_embed_type': 'projection', 'projection_class_embeddings_input_dim': 4} \
+        if task_embedding else {}
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        in_channels=4, out_channels=4, class_embed_type='projection',
-        projection_class_embeddings_input_dim=4, use_linear_projection=True,
+        in_channels=in_channels, out_channels=4, use_linear_projection=True, **task,
         **_check_size(size)['unet'])
 
 
@@ -158,38 +165,115 @@ def build_text_encoder(size: str = 'tiny', seed: int = 0):
     return CLIPTextModel(config)
 
 
-def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
-                      vae_seed: int = 0, depth_space: str | None = None) -> Path:
-    """
-    Write a random-weight Lotus-D checkpoint to `folder` and return its path.
-
-    `seed` drives the UNet and text encoder weights, `vae_seed` the VAE weights, so two
-    checkpoints written with the same `vae_seed` carry identical VAEs like the published depth
-    and normal checkpoints do. `depth_space` ('disparity' or 'depth') is recorded in
-    model_index.json as a hint for the engine. Components are built and saved one at a time
-    to bound memory for the full size.
-    """
-    _check_size(size)
-    if depth_space not in (None, 'disparity', 'depth'):
-        raise ValueError(f"depth_space must be 'disparity', 'depth' or None, got {depth_space!r}")
-    folder = Path(folder)
+def _write_components(folder: Path, size: str, seed: int, vae_seed: int,
+                      **unet_kwargs) -> None:
+    """Write tokenizer, VAE, UNet and text encoder one at a time (bounds memory at full size)."""
     folder.mkdir(parents=True, exist_ok=True)
     _write_tokenizer(folder / 'tokenizer')
     for name, build, component_seed in (('vae', build_vae, vae_seed), ('unet', build_unet, seed),
                                          ('text_encoder', build_text_encoder, seed + 1)):
-        module = build(size, component_seed)
+        kwargs = unet_kwargs if name == 'unet' else {}
+        module = build(size, component_seed, **kwargs)
         module.save_pretrained(folder / name, safe_serialization=True)
         del module
 
+
+def _write_scheduler(folder: Path, class_name: str, config: dict) -> None:
+    import diffusers
+
+    getattr(diffusers, class_name)(**config).save_pretrained(folder / 'scheduler')
+
+
+def _write_index(folder: Path, class_name: str, scheduler: str | None, extra: dict) -> None:
     index = {
-        '_class_name': 'LotusDPipeline',
+        '_class_name': class_name,
         '_diffusers_version': '0.28.0',
         'text_encoder': ['transformers', 'CLIPTextModel'],
         'tokenizer': ['transformers', 'CLIPTokenizer'],
         'unet': ['diffusers', 'UNet2DConditionModel'],
         'vae': ['diffusers', 'AutoencoderKL'],
+        **extra,
     }
-    if depth_space is not None:
-        index['depth_space'] = depth_space
+    if scheduler is not None:
+        index['scheduler'] = ['diffusers', scheduler]
     (folder / 'model_index.json').write_text(json.dumps(index, indent=2))
+
+
+# The scheduler of the published Lotus-G checkpoints (jingheya/lotus-depth-g-v1-0): the pipeline
+# reads only init_noise_sigma and scale_model_input from it.
+_LOTUS_G_SCHEDULER = {
+    'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear',
+    'clip_sample': False, 'set_alpha_to_one': False, 'steps_offset': 1,
+    'prediction_type': 'sample', 'timestep_spacing': 'leading',
+}
+# Marigold: DDIM with v-prediction and trailing timesteps (prs-eth/marigold-depth-v1-1 and
+# marigold-normals-v1-1, 1-4 steps), or LCM (prs-eth/marigold-depth-lcm-v1-0).
+_MARIGOLD_SCHEDULERS = {
+    'ddim': ('DDIMScheduler', {
+        'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear',
+        'clip_sample': False, 'set_alpha_to_one': False, 'steps_offset': 1,
+        'prediction_type': 'v_prediction', 'timestep_spacing': 'trailing'}),
+    'lcm': ('LCMScheduler', {
+        'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear',
+        'clip_sample': False, 'set_alpha_to_one': False, 'steps_offset': 1,
+        'prediction_type': 'v_prediction'}),
+}
+
+
+def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
+                      vae_seed: int = 0, depth_space: str | None = None,
+                      generative: bool = False) -> Path:
+    """
+    Write a random-weight Lotus-D (or, `generative`, Lotus-G) checkpoint and return its path.
+
+    `seed` drives the UNet and text encoder weights, `vae_seed` the VAE weights, so two
+    checkpoints written with the same `vae_seed` carry identical VAEs like the published depth
+    and normal checkpoints do. `depth_space` ('disparity' or 'depth') is recorded in
+    model_index.json as a hint for the engine. Lotus-G gets the 8-input-channel UNet and the
+    released DDIM scheduler config.
+    """
+    _check_size(size)
+    if depth_space not in (None, 'disparity', 'depth'):
+        raise ValueError(f"depth_space must be 'disparity', 'depth' or None, got {depth_space!r}")
+    folder = Path(folder)
+    _write_components(folder, size, seed, vae_seed, in_channels=8 if generative else 4)
+    if generative:
+        _write_scheduler(folder, 'DDIMScheduler', _LOTUS_G_SCHEDULER)
+    _write_index(folder, 'LotusGPipeline' if generative else 'LotusDPipeline',
+                 'DDIMScheduler' if generative else None,
+                 {} if depth_space is None else {'depth_space': depth_space})
+    return folder
+
+
+def save_random_marigold(folder: str | Path, *, task: str = 'depth', size: str = 'tiny',
+                         seed: int = 0, vae_seed: int = 0, scheduler: str = 'ddim',
+                         prediction_type: str | None = None) -> Path:
+    """
+    Write a random-weight Marigold checkpoint ('depth' or 'normals') loadable by diffusers.
+
+    The model_index.json carries the pipeline config of the published v1-1 checkpoints
+    (affine-invariant depth, full-z-range normals, 4 default steps at 768 px; 1 step with
+    `scheduler='lcm'`). `prediction_type` overrides 'depth' / 'normals' (e.g. 'disparity').
+    """
+    _check_size(size)
+    if task not in ('depth', 'normals'):
+        raise ValueError(f"task must be 'depth' or 'normals', got {task!r}")
+    if scheduler not in _MARIGOLD_SCHEDULERS:
+        raise ValueError(f'scheduler must be one of {sorted(_MARIGOLD_SCHEDULERS)}, '
+                         f'got {scheduler!r}')
+    folder = Path(folder)
+    _write_components(folder, size, seed, vae_seed, in_channels=8, task_embedding=False)
+    class_name, config = _MARIGOLD_SCHEDULERS[scheduler]
+    _write_scheduler(folder, class_name, config)
+    extra = {
+        'prediction_type': prediction_type or task,
+        'default_denoising_steps': 1 if scheduler == 'lcm' else 4,
+        'default_processing_resolution': 768,
+    }
+    if task == 'depth':
+        extra.update(scale_invariant=True, shift_invariant=True)
+    else:
+        extra['use_full_z_range'] = True
+    _write_index(folder, 'MarigoldDepthPipeline' if task == 'depth' else 'MarigoldNormalsPipeline',
+                 class_name, extra)
     return folder
