@@ -1,10 +1,13 @@
 """
-Node overhead benchmark: python -m lotus_ros.benchmarks.node_benchmark [--width 640 --height 480].
+Node overhead benchmark: python -m lotus_ros.node_benchmark [--model-delay 0.04] [--width 640].
 
-Runs lotus_node as its own process with an instant model (so only the node's own work is timed),
-every output on, and feeds it image + camera_info + sparse depth at --rate from this process,
-which also subscribes to every output. Prints the node's per-stage time (from /diagnostics) and
-the sustained output rate and latency this other process sees, as a Markdown table.
+Runs lotus_node as its own process with the model double (instant by default, so only the node's
+own work is timed; --model-delay makes it sleep per inference with the GIL released, the way a
+GPU wait does), every output on, and feeds it image + camera_info + sparse depth at --rate from
+this process, which also subscribes to every output. Prints the node's per-stage time (from
+/diagnostics), the sustained output rate and latency this other process sees, as a Markdown
+table, then the efficiency (output rate / what the model and the camera allow), the node's CPU
+time per published frame and its stamp-to-publish latency.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def synthetic_inputs(width: int, height: int):
     return images, k, sparse
 
 
-def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float]:
+def processor_only(width: int, height: int, frames: int = 30,
+                   model_delay: float = 0.0) -> dict[str, float]:
     """Mean ms per stage of FrameProcessor alone (no transport, no other process)."""
     from std_msgs.msg import Header
 
@@ -47,7 +51,7 @@ def processor_only(width: int, height: int, frames: int = 30) -> dict[str, float
     from lotus_ros.ros.messages import pinhole_camera_info
     from lotus_ros.ros.processor import FrameProcessor
 
-    proc = FrameProcessor(ModelDouble(noise=0.0), {})
+    proc = FrameProcessor(ModelDouble(noise=0.0, delay=model_delay), {})
     images, k, sparse = synthetic_inputs(width, height)
     sums: dict[str, float] = {}
     t0 = 0.0
@@ -83,7 +87,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def run(width: int, height: int, rate: float, duration: float, warmup: float,
-        domain: int) -> dict:
+        domain: int, model_delay: float = 0.0) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     import rclpy
     from rclpy.context import Context
@@ -102,7 +106,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
                            'config', 'fastdds_profile.xml')
     if 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and os.path.exists(profile):
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
-    env.update(LOTUS_DOUBLE_NOISE='0')
+    env.update(LOTUS_DOUBLE_NOISE='0', LOTUS_DOUBLE_DELAY=repr(model_delay))
     params = {'engine_factory': DOUBLE_FACTORY, 'lazy': 'false',
               'drop_frames': 'true', 'alignment.source': 'sparse_depth',
               'points.color': 'true'}
@@ -193,13 +197,22 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             break
     frames = rates['depth/relative'] * (wall_end - wall_start)
     return {'rates': rates, 'latency': latency, 'diag': stages, 'sent_rate': rate,
-            'width': width, 'height': height,
+            'width': width, 'height': height, 'model_delay': model_delay,
             'cpu_ms_per_frame': 1e3 * cpu_used / frames if frames else float('nan')}
+
+
+def efficiency(res: dict) -> float:
+    """Frames published per second over what the camera and the model allow: min(rate, 1/delay)."""
+    delay = res['model_delay']
+    ideal = res['sent_rate'] if delay <= 0 else min(res['sent_rate'], 1.0 / delay)
+    return min(res['rates'].values()) / ideal
 
 
 def table(res: dict) -> str:
     d, alone = res['diag'], res.get('alone', {})
-    lines = [f"lotus_node, instant model, {res['width']}x{res['height']}, every output on, "
+    delay = res['model_delay']
+    model = f'model double sleeping {delay * 1e3:.0f} ms' if delay > 0 else 'instant model'
+    lines = [f"lotus_node, {model}, {res['width']}x{res['height']}, every output on, "
              f"input {res['sent_rate']:.0f} Hz", '',
              '| node stage | in the node, ms/frame | FrameProcessor alone, ms/frame |',
              '| --- | ---: | ---: |']
@@ -221,8 +234,11 @@ def table(res: dict) -> str:
     lines.append(f"node process CPU time per published frame (all threads: worker, executor, "
                  f"DDS): {res['cpu_ms_per_frame']:.1f} ms")
     lines.append(f"node diagnostics: dropped {d.get('frames_dropped', '?')}, processed "
-                 f"{d.get('frames_processed', '?')}, stamp-to-publish p95 "
-                 f"{d.get('latency_p95_s', '?')} s")
+                 f"{d.get('frames_processed', '?')}")
+    lines.append(f'efficiency: {efficiency(res):.2f} (slowest output rate / min(input rate, '
+                 f'1/model delay))')
+    p50, p95 = (1e3 * float(d.get(f'latency_{q}_s', 'nan')) for q in ('p50', 'p95'))
+    lines.append(f'stamp-to-publish (node diagnostics): p50 {p50:.1f} ms, p95 {p95:.1f} ms')
     return '\n'.join(lines)
 
 
@@ -233,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--rate', type=float, default=30.0, help='input rate, Hz')
     ap.add_argument('--duration', type=float, default=10.0, help='measured seconds')
     ap.add_argument('--warmup', type=float, default=2.0)
+    ap.add_argument('--model-delay', type=float, default=0.0, metavar='SECONDS',
+                    help='the model double sleeps this long per inference (0: instant)')
     ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
                     or 90 + os.getpid() % 40)
     args = ap.parse_args(argv)
-    alone = processor_only(args.width, args.height)
-    res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain_id)
+    alone = processor_only(args.width, args.height, model_delay=args.model_delay)
+    res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain_id,
+              args.model_delay)
     res['alone'] = alone
     print(table(res))
     return 0
