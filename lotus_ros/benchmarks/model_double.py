@@ -109,7 +109,8 @@ class ModelDouble:
         return disp, nrm
 
     def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
-                      normal: bool = True) -> list[Prediction]:
+                      normal: bool = True, device_outputs: bool = False) -> list[Prediction]:
+        """Answer like the engine would (host arrays: the double has no device)."""
         t0 = time.perf_counter()
         with self._lock:
             self.calls += 1

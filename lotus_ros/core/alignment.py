@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import math
 
+import cv2
 import numpy as np
 
 from lotus_ros.core.geometry import Intrinsics, project
@@ -356,7 +357,7 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
 
 
 def apply_affine(pred_map, scale: float, shift: float, *, space: str, z_min: float,
-                 z_max: float, delta: float = 0.01) -> np.ndarray:
+                 z_max: float, delta: float = 0.01, out: np.ndarray | None = None) -> np.ndarray:
     """
     Metric depth (float32 metres) from a relative prediction, with REP 117 range semantics.
 
@@ -364,23 +365,26 @@ def apply_affine(pred_map, scale: float, shift: float, *, space: str, z_min: flo
     in depth) or where s * p + t <= 0 in disparity is +Inf ('beyond range'); depth below z_min is
     -Inf ('too close'). Nothing is clipped: a clipped value would be a surface that is not there
     (a phantom obstacle at z_max for a costmap). NaN where p is not finite, the scale is unusable
-    or depth space gives s * p + t <= 0. Never 0.
+    or depth space gives s * p + t <= 0. Never 0. Written into `out` (float32, p's shape) if given.
     """
     _check_space(space)
     if not 0.0 < z_min < z_max:
         raise ValueError(f'need 0 < z_min < z_max, got {z_min}, {z_max}')
     p = np.asarray(pred_map, dtype=np.float32)
+    if out is None:
+        out = np.empty(p.shape, dtype=np.float32)
     if not (math.isfinite(scale) and math.isfinite(shift) and scale > 0.0):
-        return np.full(p.shape, np.nan, dtype=np.float32)
-    y = p * np.float32(scale)
-    y += np.float32(shift)
+        out.fill(np.nan)
+        return out
     with np.errstate(divide='ignore', invalid='ignore'):
         if space == 'disparity':
-            out = np.empty_like(y)
+            y = p * np.float32(scale)
+            y += np.float32(shift)
             np.divide(np.float32(1.0), y, out=out)
             far = (y <= 0.0) | (p <= delta) | (out > z_max)
         else:
-            out = y
+            y = np.multiply(p, np.float32(scale), out=out)
+            y += np.float32(shift)
             np.copyto(out, np.float32(np.nan), where=y <= 0.0)
             far = (p >= 1.0 - delta) | (out > z_max)
         near = out < z_min
@@ -442,7 +446,8 @@ class MetricAligner:
 
     # Candidates -----------------------------------------------------------------------------
 
-    def _from_map(self, sparse: np.ndarray, h: int, w: int):
+    def _from_map(self, sparse: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pixel index v * w + u on the prediction grid, z) of every sparse sample."""
         sparse = np.asarray(sparse, dtype=np.float32)
         if sparse.ndim != 2:
             raise ValueError(f'sparse_depth must be HxW, got shape {sparse.shape}')
@@ -450,25 +455,26 @@ class MetricAligner:
         with np.errstate(invalid='ignore'):
             lin = np.flatnonzero((sparse > 0.0) & np.isfinite(sparse))
         z = sparse.ravel()[lin]
-        vs, us = np.divmod(lin, ws)
         if (hs, ws) == (h, w):
-            return vs, us, z
+            return lin, z
         # Pixel-centre mapping (same field of view, other resolution), no interpolation.
+        vs, us = np.divmod(lin, ws)
         u = np.minimum(((us + 0.5) * (w / ws)).astype(np.int64), w - 1)
         v = np.minimum(((vs + 0.5) * (h / hs)).astype(np.int64), h - 1)
         if hs > h or ws > w:
-            return self._nearest(v, u, z, w)
-        return v, u, z
+            return self._nearest(v * w + u, z)
+        return v * w + u, z
 
     @staticmethod
-    def _nearest(v: np.ndarray, u: np.ndarray, z: np.ndarray, w: int):
+    def _nearest(lin: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keep the nearest sample per pixel (the occluder is what the camera sees)."""
         order = np.argsort(z, kind='stable')
-        _, first = np.unique((v * w + u)[order], return_index=True)
+        _, first = np.unique(lin[order], return_index=True)
         keep = order[first]
-        return v[keep], u[keep], z[keep]
+        return lin[keep], z[keep]
 
-    def _from_points(self, points: np.ndarray, intr: Intrinsics, h: int, w: int):
+    def _from_points(self, points: np.ndarray, intr: Intrinsics, h: int,
+                     w: int) -> tuple[np.ndarray, np.ndarray]:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         if (intr.width, intr.height) != (w, h):
             intr = intr.scaled(w, h)
@@ -477,7 +483,7 @@ class MetricAligner:
             iu = np.floor(u + 0.5)
             iv = np.floor(v + 0.5)
             ok = (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h) & (z > 0.0)
-        return self._nearest(iv[ok].astype(np.int64), iu[ok].astype(np.int64), z[ok], w)
+        return self._nearest(iv[ok].astype(np.int64) * w + iu[ok].astype(np.int64), z[ok])
 
     def candidates(self, pred_map: np.ndarray, *, sparse_depth=None, points=None,
                    intrinsics: Intrinsics | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -485,41 +491,51 @@ class MetricAligner:
         Extract filtered (p, z) candidate pairs: depth in range, p unsaturated and locally smooth.
 
         Smoothness is the range of p in a window around the pixel: at depth edges LiDAR and model
-        disagree most (bleeding, parallax between sensors), so those samples are dropped.
+        disagree most (bleeding, parallax between sensors), so those samples are dropped. Pixels
+        are addressed by one linear index and every filter is one mask, so a dense 640x480 map
+        costs a few image-sized passes, not a per-sample window gather.
         """
         pred = np.asarray(pred_map, dtype=np.float32)
         if pred.ndim != 2:
             raise ValueError(f'pred_map must be HxW, got shape {pred.shape}')
         h, w = pred.shape
-        vs, us, zs = [], [], []
+        lins, zs = [], []
         if sparse_depth is not None:
-            v, u, z = self._from_map(sparse_depth, h, w)
-            vs.append(v), us.append(u), zs.append(z)
+            lin, z = self._from_map(sparse_depth, h, w)
+            lins.append(lin), zs.append(z)
         if points is not None:
             if intrinsics is None:
                 raise ValueError('points need intrinsics to be projected')
-            v, u, z = self._from_points(points, intrinsics, h, w)
-            vs.append(v), us.append(u), zs.append(z)
-        if not vs:
+            lin, z = self._from_points(points, intrinsics, h, w)
+            lins.append(lin), zs.append(z)
+        if not lins:
             return np.zeros(0), np.zeros(0)
-        v, u, z = np.concatenate(vs), np.concatenate(us), np.concatenate(zs).astype(np.float64)
+        lin = lins[0] if len(lins) == 1 else np.concatenate(lins)
+        z = zs[0] if len(zs) == 1 else np.concatenate(zs)
+        p = pred.ravel()[lin]
+        # float64 thresholds compare in float64 (as if p and z were converted first)
+        f64 = np.float64
         with np.errstate(invalid='ignore'):
-            ok = (z >= self.z_min) & (z <= self.z_max)
-        v, u, z = v[ok], u[ok], z[ok]
-        p = pred[v, u].astype(np.float64)
-        with np.errstate(invalid='ignore'):
-            ok = (p > self.delta) & (p < 1.0 - self.delta)
-        v, u, z, p = v[ok], u[ok], z[ok], p[ok]
-        if p.size:
-            # Window pixels along axis 0 (edge-clamped): reducing over a short last axis is slow.
-            offs = np.arange(-self.half, self.half + 1)[:, None]
-            rows = np.clip(offs + v[None, :], 0, h - 1) * w
-            cols = np.clip(offs + u[None, :], 0, w - 1)
-            win = pred.ravel()[(rows[:, None, :] + cols[None, :, :]).reshape(-1, p.size)]
-            with np.errstate(invalid='ignore'):
-                ok = (win.max(axis=0) - win.min(axis=0)) < self.max_local_range
-            z, p = z[ok], p[ok]
-        return p, z
+            ok = (z >= f64(self.z_min)) & (z <= f64(self.z_max)) & (p > f64(self.delta)) & \
+                (p < f64(1.0 - self.delta))
+            if ok.any():
+                ok &= self._local_range(pred).ravel()[lin] < self.max_local_range
+        return p[ok].astype(np.float64), z[ok].astype(np.float64)
+
+    def _local_range(self, pred: np.ndarray) -> np.ndarray:
+        """
+        Return max - min of p over the window around every pixel (edge-clamped).
+
+        Inf where the window holds a non-finite value. Two separable image filters, whatever the
+        number of candidates.
+        """
+        kernel = np.ones((2 * self.half + 1, 2 * self.half + 1), np.uint8)
+        spread = cv2.dilate(pred, kernel, borderType=cv2.BORDER_REPLICATE)
+        spread -= cv2.erode(pred, kernel, borderType=cv2.BORDER_REPLICATE)
+        bad = ~np.isfinite(pred)
+        if bad.any():
+            spread[cv2.dilate(bad.view(np.uint8), kernel) > 0] = np.inf
+        return spread
 
     # Filter ---------------------------------------------------------------------------------
 
@@ -630,7 +646,8 @@ class MetricAligner:
         self._reason = outcome if fit.reason == 'ok' else f'{outcome} ({fit.reason})'
         return self.state(stamp)
 
-    def apply(self, pred_map, state: AlignmentState) -> np.ndarray:
+    def apply(self, pred_map, state: AlignmentState,
+              out: np.ndarray | None = None) -> np.ndarray:
         """
         Metric depth from a prediction with a state's scale and shift (see apply_affine).
 
@@ -638,4 +655,4 @@ class MetricAligner:
         state.valid to decide whether to publish metres. A state without a usable scale gives NaN.
         """
         return apply_affine(pred_map, state.scale, state.shift, space=self.space,
-                            z_min=self.z_min, z_max=self.z_max, delta=self.delta)
+                            z_min=self.z_min, z_max=self.z_max, delta=self.delta, out=out)

@@ -25,6 +25,7 @@ class ModelLoadError(Exception):
 class Prediction:
     """One image's result; a task that was not requested (or not loaded) is None."""
 
+    # numpy arrays, or torch tensors on the engine's device for predict_batch(device_outputs=True)
     depth: np.ndarray | None            # HxW float32, affine to depth_space
     depth_space: str | None             # 'disparity' or 'depth'
     normal: np.ndarray | None           # HxWx3 float32, Lotus convention (core.normals)
@@ -50,8 +51,15 @@ class Engine(Protocol):
     def has_uncertainty(self) -> bool: ...
 
     def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
-                      normal: bool = True) -> list[Prediction]:
-        """Predict for same-size HxWx3 uint8 RGB images in one call."""
+                      normal: bool = True, device_outputs: bool = False) -> list[Prediction]:
+        """
+        Predict for same-size HxWx3 uint8 RGB images in one call.
+
+        device_outputs: an engine running on a GPU may leave depth, normal and uncertainty on
+        its device as torch tensors (image size, same shapes), queued and not synchronised, so
+        the caller's per-pixel work runs there too (core.device_render). Engines without that
+        return host arrays either way: callers check the type.
+        """
 
     def memory_stats(self) -> dict[str, float]:
         """Device memory in MB ({} where the process RSS is the measure)."""

@@ -85,6 +85,16 @@ def _pixel_rays(intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     return xr, yr
 
 
+def pixel_rays(intr: Intrinsics, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Per-column x/z and per-row y/z of the view resized to height x width (float32, read-only).
+
+    What backproject multiplies depth by; packers that write points straight into a message use
+    the same rays so their points equal backproject's bit for bit.
+    """
+    return _pixel_rays(_for_shape(intr, height, width))
+
+
 def backproject(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
     """
     Back-project a depth map (Z in metres) to an HxWx3 float32 point array in the optical frame.

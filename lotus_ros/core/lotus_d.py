@@ -413,8 +413,12 @@ class LotusEngine:
         return self.predict_batch([rgb], depth=depth, normal=normal)[0]
 
     def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
-                      normal: bool = True) -> list[Prediction]:
-        """Predict for same-size images in one forward; each result carries the batch timings."""
+                      normal: bool = True, device_outputs: bool = False) -> list[Prediction]:
+        """
+        Predict for same-size images in one forward; each result carries the batch timings.
+
+        device_outputs on CUDA: results stay device tensors (no copy, no synchronisation).
+        """
         if len(images) == 0:
             return []
         for rgb in images:
@@ -425,7 +429,8 @@ class LotusEngine:
         wanted = tuple(name for name, on in (('depth', depth), ('normal', normal))
                        if on and name in self._tasks)
         batch = images[0][None] if len(images) == 1 else np.stack(images)
-        return self._run(batch, wanted, self.processing_resolution)
+        return self._run(batch, wanted, self.processing_resolution,
+                         on_device=device_outputs and self.device.type == 'cuda')
 
     def _check_image(self, rgb: np.ndarray) -> None:
         if not isinstance(rgb, np.ndarray):
@@ -453,8 +458,8 @@ class LotusEngine:
         return now
 
     @torch.inference_mode()
-    def _run(self, batch: np.ndarray, wanted: tuple[str, ...],
-             resolution: int) -> list[Prediction]:
+    def _run(self, batch: np.ndarray, wanted: tuple[str, ...], resolution: int,
+             on_device: bool = False) -> list[Prediction]:
         count, height, width = batch.shape[:3]
         timings = dict.fromkeys(STAGES, 0.0)
         begin = now = time.perf_counter()
@@ -522,15 +527,17 @@ class LotusEngine:
                 if name == 'depth':
                     flat['uncertainty'] = samples.std(dim=0)
             flat[name] = values
-        host = torch.cat([v.reshape(-1) for v in flat.values()]).cpu().numpy()  # one copy
+        if on_device:
+            arrays = flat                   # the caller's per-pixel work continues there
+        else:
+            host = torch.cat([v.reshape(-1) for v in flat.values()]).cpu().numpy()  # one copy
+            offset = 0
+            arrays = {}
+            for name, values in flat.items():
+                arrays[name] = host[offset:offset + values.numel()].reshape(values.shape)
+                offset += values.numel()
         now = self._mark(timings, 'postprocess', now)
         timings['total'] = now - begin
-
-        offset = 0
-        arrays = {}
-        for name, values in flat.items():
-            arrays[name] = host[offset:offset + values.numel()].reshape(values.shape)
-            offset += values.numel()
         return [Prediction(
             depth=arrays['depth'][i] if 'depth' in arrays else None,
             depth_space=self.depth_space if 'depth' in arrays else None,

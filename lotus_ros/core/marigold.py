@@ -196,8 +196,12 @@ class MarigoldEngine:
         return self.predict_batch([rgb], depth=depth, normal=normal)[0]
 
     def predict_batch(self, images: list[np.ndarray], *, depth: bool = True,
-                      normal: bool = True) -> list[Prediction]:
-        """Predict for same-size images, each task in one pipeline call over all members."""
+                      normal: bool = True, device_outputs: bool = False) -> list[Prediction]:
+        """
+        Predict for same-size images, each task in one pipeline call over all members.
+
+        Host arrays whatever device_outputs says: the diffusers pipelines return numpy.
+        """
         if len(images) == 0:
             return []
         for rgb in images:

@@ -7,6 +7,8 @@ data, odd datatypes) and raises CloudError with a reason key, like the image con
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
@@ -24,6 +26,7 @@ class CloudError(ValueError):
 
 
 def packed_to_msg(cloud: PackedCloud, header=None) -> PointCloud2:
+    """Return the message of a packed cloud; data packed into a byte_array is not copied."""
     msg = PointCloud2()
     if header is not None:
         msg.header = header
@@ -33,7 +36,8 @@ def packed_to_msg(cloud: PackedCloud, header=None) -> PointCloud2:
     msg.is_bigendian = False
     msg.point_step = int(cloud.point_step)
     msg.row_step = int(cloud.row_step)
-    msg.data = as_byte_array(cloud.data)
+    owned = isinstance(cloud.buffer, array.array) and len(cloud.buffer) == cloud.data.size
+    msg.data = cloud.buffer if owned else as_byte_array(cloud.data)
     msg.is_dense = bool(cloud.is_dense)
     return msg
 

@@ -203,6 +203,34 @@ def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     return msg
 
 
+def byte_array(nbytes: int) -> array.array:
+    """Return a zeroed message data array of nbytes (messages take it without a copy)."""
+    return array.array('B', bytes(1)) * int(nbytes)
+
+
+def image_message(height: int, width: int, encoding: str,
+                  header=None) -> tuple[Image, np.ndarray]:
+    """
+    Return an Image with its data allocated once, and a writable (H, W[, C]) view of it.
+
+    Writing an output straight into the message saves the copy array_to_image makes.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unsupported encoding '{encoding}'")
+    dtype, channels = ENCODINGS[encoding]
+    step = int(width) * channels * dtype.itemsize
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(height), int(width)
+    msg.encoding = encoding
+    msg.is_bigendian = sys.byteorder == 'big'
+    msg.step = step
+    msg.data = byte_array(step * int(height))
+    view = np.frombuffer(msg.data, dtype).reshape(int(height), int(width), channels)
+    return msg, view[:, :, 0] if channels == 1 else view
+
+
 def as_byte_array(a: np.ndarray) -> array.array:
     """Copy an array's bytes once into the array.array('B') that message data fields hold."""
     out = array.array('B')

@@ -87,6 +87,11 @@ SPECS: tuple[ParamSpec, ...] = (
        min=0.0, max=1e6),
     _p('points.color', True, 'Add packed rgb from the input image', runtime=True),
     _p('points.normals', False, 'Add normal_x/y/z when the normal model runs', runtime=True),
+    _p('points.layout', 'pcl',
+       "Point record: 'pcl' (x y z, rgb, normal_x/y/z float32: what PCL and RViz read) or "
+       "'compact' (the same, but normals as three int8 n*127 and a pad byte: 20 bytes with "
+       'colour and normals instead of 28); consumers read the field offsets', runtime=True,
+       choices=('pcl', 'compact')),
     # alignment
     _p('alignment.source', 'sparse_depth',
        "Metric reference: 'none', 'sparse_depth' (Image 16UC1 mm / 32FC1 m) or 'sparse_points' "

@@ -2,36 +2,36 @@
 One frame in, output messages out: the node's work minus rclpy.
 
 The live node and the offline bag tool share this, so both produce byte-identical outputs for
-the same inputs. It decodes the image, runs the engine for the passes somebody wants, updates
-the metric alignment with whatever sparse depth was matched to the frame, and builds the
-sensor_msgs outputs with the input image's header (REP 117 semantics for depth: NaN invalid,
-+Inf beyond range; metres only while a metric scale is valid).
+the same inputs. A frame goes through three steps: `prepare` (decode the image, fix the outputs
+and parameters it runs with), `infer` (the engine, for a list of frames: same-size frames share
+one predict_batch call) and `finish` (metric alignment with whatever sparse depth was matched to
+the frame, every per-pixel output written once into its message, REP 117 semantics for depth:
+NaN invalid, +Inf beyond range; metres only while a metric scale is valid). `process` runs the
+three in a row; the node runs infer and finish on two threads so they overlap.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from lotus_ros.core.alignment import AlignmentState, MetricAligner
-from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_camera_info
-from lotus_ros.core.normals import lotus_to_optical
-from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.core.engine import Prediction
+from lotus_ros.core.geometry import Intrinsics, intrinsics_from_camera_info
+from lotus_ros.core.render import HostFrame
 from lotus_ros.core.stamps import stamp_seconds
-from lotus_ros.core.visualization import colorize_depth, colorize_normals
 from lotus_ros.ros.clouds import CloudError, cloud_to_xyz, packed_to_msg, transform_points
 from lotus_ros.ros.frame_assembly import FrameInputs
 from lotus_ros.ros.images import (
     ImageConversionError,
-    array_to_image,
+    byte_array,
     compressed_to_rgb,
     depth_image_to_metres,
+    image_message,
     image_to_rgb,
 )
 from lotus_ros.ros.messages import output_camera_info
@@ -39,6 +39,7 @@ from lotus_ros.ros.outputs import OUTPUTS, alignment_type
 from lotus_ros.ros.parameters import defaults
 
 DEPTH_PAIR = {'depth/image', 'depth/camera_info'}
+NORMAL_OUTPUTS = {'normal/image', 'normal/colored'}
 _ALIGN_KEYS = ('alignment.mode', 'alignment.z_min', 'alignment.z_max', 'alignment.max_age',
                'alignment.min_inliers', 'alignment.fixed_scale', 'alignment.fixed_shift',
                'alignment.process_noise', 'alignment.measurement_floor')
@@ -54,56 +55,96 @@ class FrameResult:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class FrameJob:
+    """One frame between the steps: what it needs, its prediction and its result so far."""
+
+    inputs: FrameInputs
+    rgb: np.ndarray                 # HxWx3 uint8, decoded
+    wanted: set[str]                # outputs to build
+    params: dict[str, Any]          # the parameters the frame runs with, whatever changes later
+    epoch: int                      # alignment filter generation (reset() starts a new one)
+    depth: bool                     # passes the engine must run
+    normal: bool
+    prediction: Prediction | None = None
+    ready: Any = None               # device predictions: CUDA event recorded after inference
+    result: FrameResult = field(default_factory=FrameResult)
+
+
 class FrameProcessor:
-    """Holds the engine, the alignment filter and the current parameters."""
+    """
+    Holds the engine, the alignment filter and the current parameters.
+
+    Parameter changes and resets take effect for frames prepared after them: a frame carries
+    the parameters it was prepared with, and the filter is rebuilt when a frame of another
+    epoch or other alignment parameters reaches `finish`. So infer and finish may run on two
+    threads, each frame in order, without either changing under the other.
+    """
 
     def __init__(self, engine, params: dict[str, Any] | None = None):
         self.engine = engine
         self.params = defaults()
         if params:
             self.params.update(params)
-        self.aligner = self._make_aligner()
+        self._epoch = 0
+        self._aligner: MetricAligner | None = None
+        self._aligner_key: tuple | None = None
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
         self.alignment_type = alignment_type()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
+        # CUDA engines hand their predictions over on the device (core.device_render).
+        self.device_outputs = str(engine.device).startswith('cuda')
+        self._device_renderer = None
 
     # -- configuration ---------------------------------------------------------------------
+    def _depth_space(self, params: dict[str, Any]) -> str:
+        return params.get('depth_space') or self.engine.depth_space or 'disparity'
+
     @property
     def depth_space(self) -> str:
-        return self.params.get('depth_space') or self.engine.depth_space or 'disparity'
+        return self._depth_space(self.params)
+
+    @staticmethod
+    def _alignment_enabled(params: dict[str, Any]) -> bool:
+        return params['alignment.source'] != 'none' or params['alignment.fixed_scale'] != 0.0
 
     @property
     def alignment_enabled(self) -> bool:
-        p = self.params
-        return p['alignment.source'] != 'none' or p['alignment.fixed_scale'] != 0.0
+        return self._alignment_enabled(self.params)
 
-    def _make_aligner(self) -> MetricAligner:
-        p = self.params
-        fixed = p['alignment.fixed_scale']
+    def _make_aligner(self, params: dict[str, Any]) -> MetricAligner:
+        fixed = params['alignment.fixed_scale']
         return MetricAligner(
-            space=self.depth_space, mode=p['alignment.mode'], z_min=p['alignment.z_min'],
-            z_max=p['alignment.z_max'], max_age=p['alignment.max_age'],
-            fixed_scale=fixed if fixed != 0.0 else None, fixed_shift=p['alignment.fixed_shift'],
-            min_inliers=p['alignment.min_inliers'],
-            process_noise=p['alignment.process_noise'],
-            measurement_floor=p['alignment.measurement_floor'])
+            space=self._depth_space(params), mode=params['alignment.mode'],
+            z_min=params['alignment.z_min'], z_max=params['alignment.z_max'],
+            max_age=params['alignment.max_age'],
+            fixed_scale=fixed if fixed != 0.0 else None,
+            fixed_shift=params['alignment.fixed_shift'],
+            min_inliers=params['alignment.min_inliers'],
+            process_noise=params['alignment.process_noise'],
+            measurement_floor=params['alignment.measurement_floor'])
+
+    def _aligner_for(self, job: FrameJob) -> MetricAligner:
+        key = (job.epoch, self._depth_space(job.params),
+               *(job.params[k] for k in _ALIGN_KEYS))
+        if key != self._aligner_key:
+            self._aligner, self._aligner_key = self._make_aligner(job.params), key
+        return self._aligner
 
     def reset(self) -> None:
         """Start the alignment filter again (time went backwards: its state is another run's)."""
-        self.aligner = self._make_aligner()
+        self._epoch += 1
 
     def update_params(self, changes: dict[str, Any]) -> None:
         """Apply already validated changes; alignment changes restart the filter."""
-        self.params.update(changes)
-        if any(k in _ALIGN_KEYS for k in changes):
-            self.aligner = self._make_aligner()
+        self.params = {**self.params, **changes}
 
-    def enabled_outputs(self) -> set[str]:
+    def enabled_outputs(self, params: dict[str, Any] | None = None) -> set[str]:
+        params = self.params if params is None else params
         engine = self.engine
-        out = {name for name, o in OUTPUTS.items() if self.params[o.toggle]
+        out = {name for name, o in OUTPUTS.items() if params[o.toggle]
                and (engine.has_depth or not o.needs_depth)
                and (engine.has_normal or not o.needs_normal)}
-        if not self.alignment_enabled or self.alignment_type is None:
+        if not self._alignment_enabled(params) or self.alignment_type is None:
             out.discard('alignment')
         return out
 
@@ -113,7 +154,6 @@ class FrameProcessor:
         if isinstance(msg, CompressedImage):
             return compressed_to_rgb(msg)
         return image_to_rgb(msg)
-
     def _intrinsics(self, info: CameraInfo | None, w: int, h: int,
                     res: FrameResult) -> Intrinsics | None:
         if info is None:
@@ -176,143 +216,152 @@ class FrameProcessor:
         Raises ImageConversionError when the image itself cannot be decoded: the caller counts
         it and the frame produces nothing.
         """
-        p = self.params
-        res = FrameResult()
-        enabled = self.enabled_outputs()
+        job = self.prepare(inp, wanted)
+        self.infer([job])
+        return self.finish(job)
+
+    def prepare(self, inp: FrameInputs, wanted: set[str] | None = None) -> FrameJob:
+        """Decode the image and fix what the frame needs; raises ImageConversionError."""
+        params = self.params
+        enabled = self.enabled_outputs(params)
         wanted = enabled if wanted is None else (set(wanted) & enabled)
         if DEPTH_PAIR & wanted:
             # exact-time consumers (depth_image_proc, TimeSynchronizer) need both or neither
             wanted |= DEPTH_PAIR
-        header = inp.image.header
-        stamp = stamp_seconds(header.stamp)
-
         t0 = time.perf_counter()
         rgb = self.decode_image(inp.image)
-        h, w = rgb.shape[:2]
-        t1 = time.perf_counter()
-        res.timings['decode'] = t1 - t0
+        want_normal = bool(NORMAL_OUTPUTS & wanted) or (
+            'points' in wanted and params['points.normals'])
+        job = FrameJob(inputs=inp, rgb=rgb, wanted=wanted, params=params, epoch=self._epoch,
+                       depth=any(OUTPUTS[name].needs_depth for name in wanted),
+                       normal=want_normal and self.engine.has_normal)
+        job.result.timings['decode'] = time.perf_counter() - t0
+        return job
 
-        want_normal = bool({'normal/image', 'normal/colored'} & wanted) or (
-            'points' in wanted and p['points.normals'])
-        want_normal = want_normal and self.engine.has_normal
-        want_depth = any(OUTPUTS[name].needs_depth for name in wanted)
-        if not (want_depth or want_normal):
+    def infer(self, jobs: list[FrameJob]) -> None:
+        """
+        Run the engine for prepared frames: one predict_batch per image size and passes.
+
+        Frames of several cameras with the same size share a call; a frame that wants neither
+        depth nor normals is left without a prediction (finish then builds nothing).
+        """
+        groups: dict[tuple, list[FrameJob]] = {}
+        for job in jobs:
+            if job.depth or job.normal:
+                groups.setdefault((job.rgb.shape, job.depth, job.normal), []).append(job)
+        for (_, depth, normal), group in groups.items():
+            t0 = time.perf_counter()
+            preds = self.engine.predict_batch([job.rgb for job in group], depth=depth,
+                                              normal=normal,
+                                              device_outputs=self.device_outputs)
+            ready = self._renderer().ready_event() if self.device_outputs else None
+            elapsed = time.perf_counter() - t0
+            for job, pred in zip(group, preds, strict=True):
+                job.prediction, job.ready = pred, ready
+                job.result.timings['inference'] = elapsed
+                for k, v in (pred.timings or {}).items():
+                    job.result.timings['model.' + k] = float(v)
+
+    def _renderer(self):
+        if self._device_renderer is None:
+            from lotus_ros.core.device_render import DeviceRenderer
+            self._device_renderer = DeviceRenderer(self.engine.device)
+        return self._device_renderer
+
+    def _frame(self, job: FrameJob, w: int, h: int):
+        """Return the frame's renderer: numpy for host predictions, torch for device ones."""
+        pred = job.prediction
+        if isinstance(pred.depth, np.ndarray) or isinstance(pred.normal, np.ndarray):
+            return HostFrame(pred, w, h)
+        return self._renderer().frame(pred, w, h, ready=job.ready)
+
+    def finish(self, job: FrameJob) -> FrameResult:
+        """Align and build every wanted output message of an inferred frame."""
+        res, pred = job.result, job.prediction
+        if pred is None:
             return res
-        pred = self.engine.predict_batch([rgb], depth=want_depth, normal=want_normal)[0]
-        t2 = time.perf_counter()
-        res.timings['inference'] = t2 - t1
-        for k, v in (pred.timings or {}).items():
-            res.timings['model.' + k] = float(v)
+        p, wanted, inp = job.params, job.wanted, job.inputs
+        aligner = self._aligner_for(job)
+        header = inp.image.header
+        h, w = job.rgb.shape[:2]
+        t0 = time.perf_counter()
+        frame = self._frame(job, w, h)
+        out: dict[str, Any] = {}
 
-        relative = self._resized(pred.depth, w, h) if pred.depth is not None else None
-        # normal and visual outputs are independent of the metric path: build them on the
-        # other core (numpy releases the GIL) while this thread aligns and packs the cloud
-        normal_job = None
-        if pred.normal is not None and want_normal:
-            normal_job = self._pool.submit(self._normal_outputs, pred.normal, w, h, wanted,
-                                           header)
-        t3 = time.perf_counter()
+        have_normals = pred.normal is not None and job.normal
+        if have_normals:
+            views = {}
+            for name, encoding in (('normal/image', '32FC3'), ('normal/colored', 'rgb8')):
+                if name in wanted:
+                    out[name], views[name] = image_message(h, w, encoding, header)
+            frame.normals(image=views.get('normal/image'), colored=views.get('normal/colored'))
+        relative = frame.relative
+        if relative is not None and 'depth/relative' in wanted:
+            out['depth/relative'], view = image_message(h, w, '32FC1', header)
+            np.copyto(view, relative)
+        t1 = time.perf_counter()
 
         # metric alignment
         state = None
-        metric = None
+        metric = False
         need_intr = 'points' in wanted or (
             inp.sparse is not None and p['alignment.source'] == 'sparse_points')
         intr = None
         if need_intr or 'depth/camera_info' in wanted:
             intr = self._intrinsics(inp.camera_info, w, h, res)
-        if relative is not None and (self.alignment_enabled or
+        if relative is not None and (self._alignment_enabled(p) or
                                      {'depth/image', 'points'} & wanted):
-            state = self._align(relative, stamp, inp, intr, w, h, res)
+            state = self._align(aligner, p['alignment.source'], relative,
+                                stamp_seconds(header.stamp), inp, intr, w, h, res)
             if state.valid:
-                metric = self.aligner.apply(relative, state)
-        res.alignment = state
-        res.metric = metric is not None
-        t4 = time.perf_counter()
-        res.timings['align'] = t4 - t3
+                view = None
+                if 'depth/image' in wanted and intr is not None:
+                    out['depth/image'], view = image_message(h, w, '32FC1', header)
+                    out['depth/camera_info'] = output_camera_info(inp.camera_info, header)
+                frame.metric(aligner, state, out=view)
+                metric = True
+        res.alignment, res.metric = state, metric
+        t2 = time.perf_counter()
 
-        out = res.outputs
-        visual_job = None
-        if relative is not None and {'depth/relative', 'depth/colored'} & wanted:
-            visual_job = self._pool.submit(self._depth_outputs, relative, metric, wanted,
-                                           header)
-        if metric is not None and 'depth/image' in wanted and intr is not None:
-            out['depth/image'] = array_to_image(metric, '32FC1', header)
-            out['depth/camera_info'] = output_camera_info(inp.camera_info, header)
+        if relative is not None and 'depth/colored' in wanted:
+            out['depth/colored'], view = image_message(h, w, 'rgb8', header)
+            lo, hi = p['visualization.depth_min'], p['visualization.depth_max']
+            frame.depth_colors(view, colormap=p['visualization.colormap'],
+                               value_range=(lo, hi) if metric and (lo or hi) else None,
+                               flip_relative=self._depth_space(p) == 'disparity')
         if state is not None and 'alignment' in wanted and self.alignment_type is not None:
             out['alignment'] = self._alignment_msg(state, header)
-
-        pack = 0.0
-        normals = None
-        if metric is not None and 'points' in wanted and intr is not None:
-            if p['points.normals'] and normal_job is not None:
-                normals = normal_job.result()[0]
-            t5 = time.perf_counter()
-            pts = backproject(metric, intr)
-            cloud = pack_cloud(
-                pts, rgb=rgb if p['points.color'] else None,
-                normals=normals if p['points.normals'] else None,
-                organized=p['points.organized'], stride=p['points.stride'],
-                min_depth=p['points.min_depth'], max_depth=p['points.max_depth'])
+        t3 = time.perf_counter()
+        if metric and 'points' in wanted and intr is not None:
+            frame.cloud(intr, job.rgb if p['points.color'] else None,
+                        normals=have_normals and p['points.normals'], allocate=byte_array,
+                        organized=p['points.organized'], stride=p['points.stride'],
+                        min_depth=p['points.min_depth'], max_depth=p['points.max_depth'],
+                        layout=p['points.layout'])
+        cloud = frame.finish()
+        if cloud is not None:
             out['points'] = packed_to_msg(cloud, header)
-            pack = time.perf_counter() - t5
-        for job in (normal_job, visual_job):
-            if job is not None:
-                out.update(job.result()[1])
-        res.timings['postprocess'] = (t3 - t2) + (time.perf_counter() - t4) - pack
-        res.timings['pack'] = pack
+        t4 = time.perf_counter()
+        res.outputs = {name: out[name] for name in OUTPUTS if name in out}
+        res.timings['align'] = t2 - t1
+        res.timings['pack'] = t4 - t3
+        res.timings['postprocess'] = (t1 - t0) + (t3 - t2)
         return res
 
-    def _depth_outputs(self, relative, metric, wanted, header):
-        out = {}
-        if 'depth/relative' in wanted:
-            out['depth/relative'] = array_to_image(relative, '32FC1', header)
-        if 'depth/colored' in wanted:
-            out['depth/colored'] = array_to_image(self._colorize(relative, metric), 'rgb8',
-                                                  header)
-        return None, out
-
-    def _normal_outputs(self, normal_lotus, w, h, wanted, header):
-        normals = lotus_to_optical(self._resized(normal_lotus, w, h))
-        out = {}
-        if 'normal/image' in wanted:
-            out['normal/image'] = array_to_image(normals, '32FC3', header)
-        if 'normal/colored' in wanted:
-            out['normal/colored'] = array_to_image(colorize_normals(normals), 'rgb8', header)
-        return normals, out
-
-    def _align(self, relative, stamp, inp, intr, w, h, res) -> AlignmentState:
-        src = self.params['alignment.source']
-        if inp.sparse is not None and src == 'sparse_depth' and isinstance(inp.sparse, Image):
+    def _align(self, aligner: MetricAligner, source: str, relative: np.ndarray, stamp: float,
+               inp: FrameInputs, intr: Intrinsics | None, w: int, h: int,
+               res: FrameResult) -> AlignmentState:
+        if inp.sparse is not None and source == 'sparse_depth' and isinstance(inp.sparse, Image):
             d = self._sparse_depth(inp.sparse, w, h, res)
             if d is not None:
-                return self.aligner.update(relative, stamp, sparse_depth=d)
-        elif inp.sparse is not None and src == 'sparse_points' \
+                return aligner.update(relative, stamp, sparse_depth=d)
+        elif inp.sparse is not None and source == 'sparse_points' \
                 and isinstance(inp.sparse, PointCloud2):
             if intr is not None:
                 xyz = self._sparse_points(inp, res)
                 if xyz is not None:
-                    return self.aligner.update(relative, stamp, points=xyz, intrinsics=intr)
-        return self.aligner.state(stamp)
-
-    @staticmethod
-    def _resized(arr: np.ndarray, w: int, h: int) -> np.ndarray:
-        arr = np.asarray(arr, dtype=np.float32)
-        if arr.shape[:2] == (h, w):
-            return arr
-        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_LINEAR)
-
-    def _colorize(self, relative: np.ndarray, metric: np.ndarray | None) -> np.ndarray:
-        p = self.params
-        cmap = p['visualization.colormap']
-        if metric is not None:
-            lo, hi = p['visualization.depth_min'], p['visualization.depth_max']
-            rng = (lo, hi) if (lo or hi) else None
-            return colorize_depth(metric, colormap=cmap, value_range=rng)
-        # relative disparity grows towards the camera: flip it so near looks the same as in
-        # metric depth
-        rel = -relative if self.depth_space == 'disparity' else relative
-        return colorize_depth(rel, colormap=cmap)
+                    return aligner.update(relative, stamp, points=xyz, intrinsics=intr)
+        return aligner.state(stamp)
 
     def _alignment_msg(self, state: AlignmentState, header):
         msg = self.alignment_type()
