@@ -26,7 +26,7 @@ from lotus_ros import installed
 from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY, ModelDouble, ramp
 
 SCALE = 2.0           # metric disparity = SCALE * relative disparity (the instant model's truth)
-STAGES = ('decode', 'inference', 'postprocess', 'align', 'pack', 'publish')
+STAGES = ('assemble', 'decode', 'inference', 'postprocess', 'align', 'pack', 'publish')
 
 
 def synthetic_inputs(width: int, height: int):

@@ -1,9 +1,12 @@
 """
 The lotus node: rclpy wiring around FrameProcessor.
 
-Callbacks only store messages (frame queue, stamp caches); a single worker thread takes the next
-frame, matches camera_info and sparse depth by stamp, runs the processor and publishes. So a slow
-model never backs up the executor, and with drop_frames the latency stays about one inference.
+Callbacks only store messages (frame queue, stamp caches). Two threads (ros.pipeline) do the
+work: the inference stage takes the next frame, applies parameter changes, matches camera_info
+and sparse depth by stamp and runs the engine; the finishing stage aligns, builds the messages
+and publishes, meanwhile the next frame is in inference. So a slow model never backs up the
+executor, the node's own work hides behind the model's, and with drop_frames the latency stays
+about one inference plus one finishing.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ from lotus_ros.ros.frame_queue import FrameQueue
 from lotus_ros.ros.images import ImageConversionError
 from lotus_ros.ros.outputs import output_types
 from lotus_ros.ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
-from lotus_ros.ros.processor import FrameProcessor
+from lotus_ros.ros.pipeline import FramePipeline
+from lotus_ros.ros.processor import FrameJob, FrameProcessor
 
 WARN_PERIOD = 5.0          # s between warnings of the same kind
+# The stages and the executor share the GIL: a thread woken by its model call or a message
+# would wait up to the default 5 ms switch interval for a thread busy in Python.
+GIL_SWITCH_INTERVAL = 0.0005
 SPARSE_WAIT = 0.05         # s the worker may wait for a sparse message that is about to arrive
 # An image stamp this much older than the previous one means time went backwards (a bag loop,
 # a second bag): everything cached belongs to the other run.
@@ -121,9 +128,9 @@ class LotusNode(Node):
         self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name='lotus_inference', daemon=True)
-        self.worker.start()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        self.pipeline = FramePipeline(self.queue, self._infer, self._finish, self._failed,
+                                      just_in_time=p['drop_frames'])
         self.get_logger().info(
             f'ready: device={engine.device} dtype={engine.dtype} depth={engine.has_depth} '
             f'normal={engine.has_normal} '
@@ -245,6 +252,7 @@ class LotusNode(Node):
             f'filter and statistics reset [{self.stats.time_jumps} so far]')
 
     def _apply_pending(self) -> None:
+        """Apply parameter changes, in the one place they take effect: before a frame is taken."""
         with self._pending_lock:
             changes, self._pending = self._pending, {}
             if changes:
@@ -253,38 +261,49 @@ class LotusNode(Node):
             self.get_logger().info('parameters changed: ' + ', '.join(
                 f'{k}={v}' for k, v in sorted(changes.items())))
 
-    def _work(self) -> None:
-        while self._running:
-            item = self.queue.get(timeout=0.2)
-            if item is None:
-                continue
-            try:
-                self._process(*item)
-            except Exception as e:  # keep the worker alive whatever one frame does
-                if not self._running or not rclpy.ok(context=self.context):
-                    return
-                self._problem('processing_error',
-                              f"frame failed: {type(e).__name__}: {' '.join(str(e).split())}")
+    @property
+    def _running(self) -> bool:
+        return self.pipeline.running
 
-    def _process(self, msg, t_received: float) -> None:
-        self._apply_pending()
-        self._check_time(msg)
-        wanted = self._wanted()
-        if not wanted:
-            self.stats.on_skipped_lazy()
-            return
-        inputs = self._assemble(msg)
-        try:
-            res = self.processor.process(inputs, wanted)
-        except ImageConversionError as e:
-            self._problem('image_' + e.reason, f'image rejected: {e}')
-            return
+    def _failed(self, e: Exception) -> None:
+        if self._running and rclpy.ok(context=self.context):
+            self._problem('processing_error',
+                          f"frame failed: {type(e).__name__}: {' '.join(str(e).split())}")
+
+    def _infer(self, frames: list[tuple[Any, float]]) -> list[tuple[FrameJob, float]]:
+        """Inference stage: take the frames, pair their side inputs, run the engine on them."""
+        jobs = []
+        for msg, t_received in frames:
+            t0 = time.perf_counter()
+            self._apply_pending()
+            self._check_time(msg)
+            wanted = self._wanted()
+            if not wanted:
+                self.stats.on_skipped_lazy()
+                continue
+            inputs = self._assemble(msg)
+            try:
+                job = self.processor.prepare(inputs, wanted)
+            except ImageConversionError as e:
+                self._problem('image_' + e.reason, f'image rejected: {e}')
+                continue
+            # pairing side inputs (and waiting for late ones) before the decode
+            job.result.timings['assemble'] = time.perf_counter() - t0 - \
+                job.result.timings['decode']
+            jobs.append((job, t_received))
+        self.processor.infer([job for job, _ in jobs])
+        return jobs
+
+    def _finish(self, item: tuple[FrameJob, float]) -> None:
+        """Finishing stage: align, build the messages and publish them."""
+        job, t_received = item
+        res = self.processor.finish(job)
         t0 = time.perf_counter()
         for name, out in res.outputs.items():
             self.pubs[name].publish(out)
         res.timings['publish'] = time.perf_counter() - t0
-        self.stats.on_frame(res.timings, self._latency(msg), time.monotonic() - t_received,
-                            res.alignment, res.metric)
+        self.stats.on_frame(res.timings, self._latency(job.inputs.image),
+                            time.monotonic() - t_received, res.alignment, res.metric)
         for reason, text in res.problems:
             self._problem(reason, text)
 
@@ -314,11 +333,8 @@ class LotusNode(Node):
         self.diag_pub.publish(arr)
 
     def stop(self, timeout: float = 1.0) -> bool:
-        """Stop the worker; True when it finished within the timeout."""
-        self._running = False
-        self.queue.close()
-        self.worker.join(timeout)
-        return not self.worker.is_alive()
+        """Stop both stages; True when they finished within the timeout."""
+        return self.pipeline.stop(timeout)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -358,7 +374,7 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     if not finished:
-        # the worker is inside a long model call: do not wait for it (2 s shutdown budget)
+        # inference is inside a long model call: do not wait for it (2 s shutdown budget)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -1,0 +1,143 @@
+"""
+Two-stage frame pipeline: while one frame is finished and published, the next is in inference.
+
+The inference stage (thread lotus_inference) takes frames from the FrameQueue and runs `infer`
+on a list of them (one frame per camera); the finishing stage (thread lotus_publish) runs
+`finish` on every inferred frame, in order. Between them one slot: inference never runs more
+than one frame ahead. Live (drop_frames) the inference stage takes the newest frame only when
+its inference will end about when the finishing stage becomes free, so no frame waits, inferred,
+for a busy finishing stage: latency stays about one inference plus one finishing, and every
+inferred frame is published. In order (drop_frames false) it takes every frame, blocking while
+the slot is full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import threading
+import time
+from typing import Any
+
+from lotus_ros.ros.frame_queue import FrameQueue
+
+# Weight of the newest duration in the stage time estimates (a few frames of memory).
+_SMOOTHING = 0.3
+
+
+class _Estimate:
+    """Exponentially smoothed duration of a stage, seconds; 0 until measured."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self._seen = False
+
+    def add(self, seconds: float) -> None:
+        self.value = seconds if not self._seen else \
+            (1.0 - _SMOOTHING) * self.value + _SMOOTHING * seconds
+        self._seen = True
+
+
+class FramePipeline:
+    """
+    Run infer(frames) -> jobs and finish(job) on two threads with a one-slot hand-off.
+
+    Exceptions of either callable go to `on_error` and the stage carries on with the next frame.
+    """
+
+    def __init__(self, frames: FrameQueue, infer: Callable[[list[Any]], list[Any]],
+                 finish: Callable[[Any], None], on_error: Callable[[Exception], None], *,
+                 just_in_time: bool):
+        self.frames = frames
+        self._infer, self._finish, self._on_error = infer, finish, on_error
+        self.just_in_time = just_in_time
+        self._cond = threading.Condition()
+        self._slot: list[Any] = []                 # at most one inferred job
+        self._finishing_since: float | None = None  # monotonic start of the job in finish
+        self.infer_time = _Estimate()
+        self.finish_time = _Estimate()
+        self._running = True
+        self._threads = [threading.Thread(target=self._infer_loop, name='lotus_inference',
+                                          daemon=True),
+                         threading.Thread(target=self._finish_loop, name='lotus_publish',
+                                          daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop both stages; True when they ended within the timeout (a model call may not)."""
+        self._running = False
+        self.frames.close()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    # -- inference stage -------------------------------------------------------------------
+    def _turn_in(self) -> float:
+        """Seconds until inference should start (0: now); live mode only."""
+        if self._slot:
+            return 0.1                             # a job waits already: retry when taken
+        if self._finishing_since is None:
+            return 0.0
+        free_at = self._finishing_since + self.finish_time.value
+        return free_at - self.infer_time.value - time.monotonic()
+
+    def _wait_for_turn(self) -> None:
+        with self._cond:
+            while self._running:
+                wait = self._turn_in()
+                if wait <= 0.0:
+                    return
+                self._cond.wait(wait)              # the finishing stage notifies when done
+
+    def _hand_over(self, job: Any) -> None:
+        with self._cond:
+            while self._running and self._slot:
+                self._cond.wait(0.1)
+            if self._running:
+                self._slot.append(job)
+                self._cond.notify_all()
+
+    def _infer_loop(self) -> None:
+        while self._running:
+            if self.just_in_time:
+                self._wait_for_turn()
+            item = self.frames.get(timeout=0.2)
+            if item is None:
+                continue
+            start = time.monotonic()
+            try:
+                jobs = self._infer([item])
+            except Exception as exc:  # keep the stage alive whatever one frame does
+                self._on_error(exc)
+                continue
+            if jobs:
+                self.infer_time.add(time.monotonic() - start)
+            for job in jobs:
+                self._hand_over(job)
+
+    # -- finishing stage -------------------------------------------------------------------
+    def _finish_loop(self) -> None:
+        while self._running:
+            with self._cond:
+                while self._running and not self._slot:
+                    self._cond.wait(0.2)
+                if not self._running:
+                    return
+                job = self._slot.pop()
+                start = self._finishing_since = time.monotonic()
+                self._cond.notify_all()
+            try:
+                self._finish(job)
+            except Exception as exc:  # keep the stage alive whatever one frame does
+                self._on_error(exc)
+            with self._cond:
+                self.finish_time.add(time.monotonic() - start)
+                self._finishing_since = None
+                self._cond.notify_all()
