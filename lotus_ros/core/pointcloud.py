@@ -117,6 +117,7 @@ def _write_records(records: np.ndarray, fields: list[CloudField], x: np.ndarray,
             scaled = normals * np.float32(NORMAL_SCALE)
             np.rint(scaled, out=scaled)
             np.copyto(scaled, np.float32(0.0), where=~np.isfinite(scaled))
+            np.clip(scaled, -NORMAL_SCALE, NORMAL_SCALE, out=scaled)
             records[..., o:o + 3].view(np.int8)[:] = scaled
             records[..., o + 3] = 0
 

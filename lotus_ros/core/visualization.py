@@ -9,7 +9,12 @@ import numpy as np
 # Colour for +Inf ("beyond range", REP 117): white is not on turbo/viridis-like maps.
 INF_COLOR = (255, 255, 255)
 NAN_COLOR = (0, 0, 0)
-_PERCENTILE_SAMPLES = 50_000
+PERCENTILE_SAMPLES = 50_000
+
+
+def colormap_lut(colormap: str) -> np.ndarray:
+    """Return the 258x3 uint8 table colorize_depth indexes (see _lut), for other backends."""
+    return _lut(colormap)
 
 
 @lru_cache(maxsize=16)
@@ -38,13 +43,13 @@ def color_range(depth: np.ndarray, finite: np.ndarray,
     """
     Return the (lo, hi) a depth map is coloured over: percentiles of its finite values.
 
-    A regular subsample of at most ~2 * _PERCENTILE_SAMPLES values is plenty for a colour range
+    A regular subsample of at most ~2 * PERCENTILE_SAMPLES values is plenty for a colour range
     and 5-10x cheaper at 640x480; (0, 1) when nothing is finite.
     """
     vals = depth[finite]
     if vals.size == 0:
         return 0.0, 1.0
-    vals = vals[::max(1, vals.size // _PERCENTILE_SAMPLES)]
+    vals = vals[::max(1, vals.size // PERCENTILE_SAMPLES)]
     lo, hi = (float(x) for x in np.percentile(vals, percentiles))
     return lo, hi
 
