@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -182,3 +183,121 @@ def test_sparse_points_input(frames, engine):
     assert res.metric
     err, _ = abs_rel(image_to_array(res.outputs['depth/image']), frames[-1].depth)
     assert err <= 0.03
+
+
+def message_bytes(msg):
+    """Return what a subscriber decodes from an output: every field, data as raw bytes."""
+    out = {}
+    for name in msg.get_fields_and_field_types():
+        value = getattr(msg, name)
+        if name == 'header':
+            value = (value.stamp.sec, value.stamp.nanosec, value.frame_id)
+        elif name == 'fields':
+            value = [(f.name, f.offset, f.datatype, f.count) for f in value]
+        elif name == 'roi':
+            value = (value.x_offset, value.y_offset, value.height, value.width)
+        elif hasattr(value, 'tobytes'):
+            value = value.tobytes()
+        out[name] = value
+    return out
+
+
+def serial(frames, truth, params):
+    proc = FrameProcessor(ModelDouble(truth_path=truth, noise=0.002, seed=1), params)
+    return [{k: message_bytes(m) for k, m in proc.process(inputs(f)).outputs.items()}
+            for f in frames]
+
+
+@pytest.fixture(scope='module')
+def truth(frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp('truth') / 'truth.npz'
+    save_truth(frames, path)
+    return str(path)
+
+
+def test_two_stage_threads_equal_the_serial_path(frames, truth):
+    from lotus_ros.ros.frame_queue import FrameQueue
+    from lotus_ros.ros.pipeline import FramePipeline
+
+    params = {'points.normals': True}
+    proc = FrameProcessor(ModelDouble(truth_path=truth, noise=0.002, seed=1, delay=0.02),
+                          params)
+    queue = FrameQueue(drop_frames=False, maxsize=50)
+    done, errors = [], []
+
+    def infer(items):
+        jobs = [proc.prepare(inp) for inp in items]
+        proc.infer(jobs)
+        return jobs
+
+    pipe = FramePipeline(queue, infer, lambda job: done.append(proc.finish(job)),
+                         errors.append, just_in_time=False)
+    try:
+        for f in frames:
+            queue.put(inputs(f))
+        deadline = time.monotonic() + 20
+        while len(done) < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        assert pipe.stop(2.0)
+    assert not errors and len(done) == len(frames)
+    assert [{k: message_bytes(m) for k, m in r.outputs.items()} for r in done] == \
+        serial(frames, truth, params)
+
+
+def test_infer_batches_frames_of_one_size(frames, truth):
+    engine = ModelDouble(truth_path=truth, noise=0.002, seed=1)
+    proc = FrameProcessor(engine)
+    small = inputs(frames[2])
+    small.image = array_to_image(np.ascontiguousarray(frames[2].rgb[::2, ::2]), 'rgb8',
+                                 small.image.header)
+    jobs = [proc.prepare(inputs(frames[0])), proc.prepare(small), proc.prepare(inputs(frames[1]))]
+    proc.infer(jobs)
+    assert engine.batch_sizes == [2, 1]
+    assert [job.prediction.depth.shape for job in jobs] == [(H, W), (H // 2, W // 2), (H, W)]
+    results = [proc.finish(job) for job in (jobs[0], jobs[2])]
+    assert [{k: message_bytes(m) for k, m in r.outputs.items()} for r in results] == \
+        serial(frames[:2], truth, {})
+
+
+def test_changes_and_resets_apply_to_frames_prepared_after_them(frames, engine):
+    proc = FrameProcessor(engine)
+    for f in frames[:3]:
+        proc.process(inputs(f))
+    before = proc.prepare(inputs(frames[3]))
+    proc.update_params({'visualization.colormap': 'gray'})
+    proc.reset()
+    after = proc.prepare(inputs(frames[4]))
+    proc.infer([before, after])
+    first, second = proc.finish(before), proc.finish(after)
+    colored = [image_to_array(r.outputs['depth/colored']) for r in (first, second)]
+    assert not (colored[0][..., 0] == colored[0][..., 1]).all()      # still turbo
+    assert (colored[1][..., 0] == colored[1][..., 1]).all()          # gray from here on
+    assert first.alignment.reason == 'ok'                            # the old filter, updated
+    assert second.alignment.reason == 'initialised'                  # a new filter
+
+
+def test_compact_layout_quantises_normals(frames, truth):
+    outs = {}
+    for layout in ('pcl', 'compact'):
+        proc = FrameProcessor(ModelDouble(truth_path=truth, noise=0.002, seed=1),
+                              {'points.normals': True, 'points.layout': layout})
+        outs[layout] = [proc.process(inputs(f)).outputs['points'] for f in frames[:2]][-1]
+    pcl, compact = outs['pcl'], outs['compact']
+    assert (pcl.point_step, compact.point_step) == (28, 20)
+    assert [(f.name, f.offset, f.datatype) for f in compact.fields] == [
+        ('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('rgb', 12, 7), ('normal_x', 16, 1),
+        ('normal_y', 17, 1), ('normal_z', 18, 1)]
+
+    def decode(cloud):
+        fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in cloud.fields]
+        return np.frombuffer(bytes(cloud.data), cloud_dtype(fields, cloud.point_step))
+
+    a, b = decode(pcl), decode(compact)
+    for name in ('x', 'y', 'z', 'rgb'):
+        np.testing.assert_array_equal(a[name].view(np.uint32), b[name].view(np.uint32))
+    n = np.stack([a[f'normal_{c}'] for c in 'xyz'], axis=-1)
+    q = np.stack([b[f'normal_{c}'] for c in 'xyz'], axis=-1)
+    ok = np.isfinite(n).all(axis=1)
+    assert ok.mean() > 0.9 and (q[~ok] == 0).all()
+    np.testing.assert_array_equal(q[ok], np.rint(n[ok] * 127).astype(np.int8))
