@@ -80,13 +80,15 @@ class FramePipeline:
 
     # -- inference stage -------------------------------------------------------------------
     def _turn_in(self) -> float:
-        """Seconds until inference should start (0: now); live mode only."""
-        if self._slot:
-            return 0.1                             # a job waits already: retry when taken
-        if self._finishing_since is None:
+        """Seconds until inference should start (<= 0: now); live mode only."""
+        now = time.monotonic()
+        pending = len(self._slot) + (self._finishing_since is not None)
+        if not pending:
             return 0.0
-        free_at = self._finishing_since + self.finish_time.value
-        return free_at - self.infer_time.value - time.monotonic()
+        # the finishing stage is free once the job in it and the one in the slot are done
+        start = now if self._finishing_since is None else self._finishing_since
+        free_at = start + pending * self.finish_time.value
+        return free_at - self.infer_time.value - now
 
     def _wait_for_turn(self) -> None:
         with self._cond:
