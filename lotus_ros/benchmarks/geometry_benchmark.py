@@ -17,7 +17,7 @@ import numpy as np
 from lotus_ros.core.alignment import MetricAligner, apply_affine, fit_affine
 from lotus_ros.core.geometry import Intrinsics, backproject
 from lotus_ros.core.normals import lotus_to_optical
-from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.core.pointcloud import pack_cloud, pack_depth_cloud
 from lotus_ros.core.visualization import colorize_depth
 
 
@@ -80,8 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         frame[0] += 1
         return aligner.update(pred, 0.1 * frame[0], points=cloud, intrinsics=intr)
 
+    dense = np.where(depth < 100.0, depth, np.nan).astype(np.float32)   # a depth camera
+    lidar = np.full((h, w), np.nan, np.float32)                           # 64 rows of returns
+    rows = np.linspace(h // 4, h - 1, 64).astype(int)
+    lidar[rows] = dense[rows]
     size = f'{w}x{h}'
     cases = [
+        ('MetricAligner.candidates (sparse map)', f'{size}, {lin.size} px',
+         lambda: aligner.candidates(pred, sparse_depth=sparse), '3'),
+        ('MetricAligner.candidates (sparse map)',
+         f'{size}, {int(np.isfinite(lidar).sum())} px',
+         lambda: aligner.candidates(pred, sparse_depth=lidar), '3'),
+        ('MetricAligner.candidates (dense map)', f'{size}, {int(np.isfinite(dense).sum())} px',
+         lambda: aligner.candidates(pred, sparse_depth=dense), '-'),
         ('fit_affine (30% outliers)', 'N=1000', lambda: fit_affine(p1k, z1k), '2'),
         ('fit_affine (30% outliers)', 'N=10000', lambda: fit_affine(p10k, z10k), '10'),
         ('MetricAligner.update (sparse map)', f'{size}, {lin.size} px', update, '-'),
@@ -95,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
          lambda: pack_cloud(points, rgb=colors, normals=normals), 'few'),
         ('pack_cloud xyz+rgb unorganized stride 2', size,
          lambda: pack_cloud(points, rgb=colors, organized=False, stride=2), 'few'),
+        ('pack_depth_cloud xyz+rgb organized', size,
+         lambda: pack_depth_cloud(depth, intr, rgb=colors), 'few'),
+        ('pack_depth_cloud xyz+rgb+normals compact', size,
+         lambda: pack_depth_cloud(depth, intr, rgb=colors, normals=normals, layout='compact'),
+         'few'),
         ('lotus_to_optical', size, lambda: lotus_to_optical(normals), '-'),
         ('colorize_depth turbo', size, lambda: colorize_depth(depth), '-'),
     ]
