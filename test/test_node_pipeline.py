@@ -105,3 +105,47 @@ def test_pipelined_node_equals_serial_processor(tmp_path):
         assert set(res.outputs) == set(topics), i
         for topic, msg in res.outputs.items():
             assert decoded(got[topic][i]) == decoded(msg), (i, topic)
+
+
+def test_time_jump_resets_while_frames_are_in_flight(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from lotus_ros.msg import DepthAlignment
+
+    frames = render_sequence(8, width=W, height=H, scene='room', seed=12)
+    truth = tmp_path / 'truth.npz'
+    save_truth(frames, truth)
+    # the second half replays from 60 s earlier (a bag loop), sent while the first is in flight
+    stamps = [100.0 + 0.1 * i for i in range(4)] + [40.0 + 0.1 * i for i in range(4)]
+    domain = next_domain()
+    node = NodeProcess(tmp_path, domain, PARAMS,
+                       env={'LOTUS_DOUBLE_TRUTH': str(truth), 'LOTUS_DOUBLE_DELAY': '0.08'})
+    client = Client(domain)
+    try:
+        client.subscribe(Image, 'depth/relative')
+        client.subscribe(DepthAlignment, 'alignment')
+        client.subscribe(DiagnosticArray, '/diagnostics')
+        pub_img = client.publisher(Image, 'image')
+        pub_info = client.publisher(CameraInfo, 'camera_info')
+        pub_sparse = client.publisher(Image, 'sparse_depth')
+        wait_until_ready(client, node, pub_img, pub_info, pub_sparse)
+        for f, stamp in zip(frames, stamps, strict=True):
+            hdr = header_at(stamp)
+            pub_info.publish(camera_info(f.k, f.width, f.height, hdr))
+            pub_sparse.publish(array_to_image(f.sparse_depth, '32FC1', hdr))
+            time.sleep(0.01)
+            pub_img.publish(array_to_image(f.rgb, 'rgb8', hdr))
+            time.sleep(0.02)
+        assert client.wait_for_counts({'depth/relative': 8, 'alignment': 8}, 60), node.log()
+        client.wait_for(lambda: diagnostics_values(client).get('time_jumps') == '1', 5)
+        diag = diagnostics_values(client)
+        relative = client.messages('depth/relative')
+        aligned = client.messages('alignment')
+    finally:
+        client.close()
+        node.stop()
+    assert [round(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, 3) for m in relative] == \
+        [round(s, 3) for s in stamps]
+    assert diag['time_jumps'] == '1' and 'time went backwards' in node.log(), diag
+    # the side inputs of the new run were kept: every frame after the jump is metric again
+    assert all(a.valid for a in aligned[4:]), [a.valid for a in aligned]
