@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from lotus_ros.core.pointcloud import CloudField, cloud_dtype
 from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.ros.clouds import cloud_to_array
 from lotus_ros.ros.images import array_to_image, image_to_array
 
 W, H = 192, 144
@@ -114,8 +114,7 @@ def test_output_contract_and_metric_accuracy(tmp_path, room):
         cloud = by_stamp(out['points'])[key]
         names = [fl.name for fl in cloud.fields]
         assert names[:4] == ['x', 'y', 'z', 'rgb'] and 'normal_z' in names
-        fields = [CloudField(fl.name, fl.offset, fl.datatype, fl.count) for fl in cloud.fields]
-        pts = np.frombuffer(bytes(cloud.data), cloud_dtype(fields, cloud.point_step))
+        pts = cloud_to_array(cloud)
         assert (cloud.height, cloud.width) == (H, W) and len(pts) == H * W
         xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1).astype(np.float64)
         v, u = np.mgrid[0:H, 0:W]

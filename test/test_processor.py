@@ -8,9 +8,8 @@ import pytest
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from lotus_ros.core.pointcloud import CloudField, cloud_dtype
 from lotus_ros.demo.synthetic import render_sequence
-from lotus_ros.ros.clouds import cloud_to_xyz
+from lotus_ros.ros.clouds import cloud_to_array, cloud_to_xyz
 from lotus_ros.ros.frame_assembly import FrameInputs
 from lotus_ros.ros.images import ImageConversionError, array_to_image, image_to_array
 from lotus_ros.ros.messages import pinhole_camera_info
@@ -93,8 +92,7 @@ def test_cloud_points_near_ground_truth(frames, engine):
         res = proc.process(inputs(f))
     cloud = res.outputs['points']
     assert (cloud.height, cloud.width) == (H, W)
-    fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in cloud.fields]
-    pts = np.frombuffer(bytes(cloud.data), cloud_dtype(fields, cloud.point_step))
+    pts = cloud_to_array(cloud)
     xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1)
     f = frames[-1]
     v, u = np.mgrid[0:H, 0:W]

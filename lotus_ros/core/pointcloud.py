@@ -71,6 +71,13 @@ def rgb_to_float(rgb: np.ndarray) -> np.ndarray:
     return packed.view(np.float32)
 
 
+def float_to_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of rgb_to_float: N float32 (0x00RRGGBB bits) -> Nx3 uint8 RGB."""
+    bits = np.asarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255],
+                    axis=-1).astype(np.uint8)
+
+
 def pack_cloud(points: np.ndarray, *, rgb: np.ndarray | None = None,
                normals: np.ndarray | None = None, organized: bool = True, stride: int = 1,
                min_depth: float = 0.0, max_depth: float = math.inf) -> PackedCloud:

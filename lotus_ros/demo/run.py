@@ -246,17 +246,13 @@ def _image_array(msg) -> np.ndarray:
 
 def cloud_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
     """Return finite xyz (N x 3) and their rgb (N x 3 uint8) if the cloud has colour."""
-    from lotus_ros.core.pointcloud import CloudField, cloud_dtype
+    from lotus_ros.core.pointcloud import float_to_rgb
+    from lotus_ros.ros.clouds import cloud_to_array
 
-    fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
-    data = np.frombuffer(bytes(msg.data), cloud_dtype(fields, msg.point_step))
+    data = cloud_to_array(msg)
     xyz = np.stack([data['x'], data['y'], data['z']], axis=1).astype(np.float32)
     ok = np.isfinite(xyz).all(axis=1)
-    rgb = None
-    if 'rgb' in data.dtype.names:
-        packed = data['rgb'].view(np.uint32)[ok]
-        rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255],
-                       axis=1).astype(np.uint8)
+    rgb = float_to_rgb(data['rgb'][ok]) if 'rgb' in data.dtype.names else None
     return xyz[ok], rgb
 
 
