@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from lotus_ros.alignment import MetricAligner
-from lotus_ros.synthetic import render_sequence
-from lotus_ros.temporal import MetricCarry, TemporalStabilizer
+from lotus_ros.core.alignment import MetricAligner
+from lotus_ros.core.temporal import MetricCarry, TemporalStabilizer
+from lotus_ros.demo.synthetic import render_sequence
 
 DT = 0.1
 

@@ -19,7 +19,7 @@ import math
 import cv2
 import numpy as np
 
-from lotus_ros.alignment import AlignmentState, fit_affine
+from lotus_ros.core.alignment import AlignmentState, fit_affine
 
 CARRY_MODES = ('uncertainty', 'max_age')
 
@@ -81,7 +81,7 @@ class TemporalStabilizer:
     to things; jumps (a near object enters, the sky leaves) are held and forgotten only slowly.
     A reset (reset_after refused fits in a row: a scene cut, a covered lens) restarts the chain
     from the frame's own normalisation. time_constant and jump are the best worst case of a
-    sweep in `python -m lotus_ros.temporal_benchmark`.
+    sweep in `python -m lotus_ros.benchmarks.temporal_benchmark`.
 
     Pixels are compared at the same (u, v) unless the camera image is given: then the global
     image motion (phase correlation of small grey images) is compensated first, which removes
@@ -332,8 +332,8 @@ class MetricCarry:
     alignment.measurement_floor. Mode 'max_age' is the behaviour without carrying: the
     aligner's own state, valid up to alignment.max_age.
 
-    Defaults from `python -m lotus_ros.temporal_benchmark`: a scale carried on the synthetic
-    room and outdoor paths (image motion compensated) drifts by up to 0.037 / sqrt(s)
+    Defaults from `python -m lotus_ros.benchmarks.temporal_benchmark`: a scale carried on the
+    synthetic room and outdoor paths (image motion compensated) drifts by up to 0.037 / sqrt(s)
     (random-walk fit), rounded up to noise_density 0.04; outdoors AbsRel reaches twice that
     with sparse data after about 2.5 s of carrying, when the added uncertainty is
     0.04 * sqrt(2.5) = 6.3 %, rounded down to max_uncertainty 6 %. Slower cameras drift less.

@@ -1,7 +1,7 @@
 """
 Measure temporal consistency and metric carry-forward (issue 14) on the synthetic sequences.
 
-Usage: python -m lotus_ros.temporal_benchmark [--width 160] [--seconds 15] [--fps 10]
+Usage: python -m lotus_ros.benchmarks.temporal_benchmark [--width 160] [--seconds 15] [--fps 10]
 
 The model double gives Lotus-like output: the true disparity normalised per frame by its own
 2 % / 98 % quantiles (the training target's normalisation, clipped to [0, 1] like the model's
@@ -24,10 +24,10 @@ import time
 import cv2
 import numpy as np
 
-from lotus_ros.alignment import MetricAligner, apply_affine
-from lotus_ros.parameters import defaults
-from lotus_ros.synthetic import SyntheticFrame, render_sequence
-from lotus_ros.temporal import MetricCarry, TemporalStabilizer
+from lotus_ros.core.alignment import MetricAligner, apply_affine
+from lotus_ros.core.temporal import MetricCarry, TemporalStabilizer
+from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.ros.parameters import defaults
 
 SCENES = ('room', 'outdoor')
 EVAL_MAX_DEPTH = 80.0
