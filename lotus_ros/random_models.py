@@ -159,30 +159,40 @@ def build_text_encoder(size: str = 'tiny', seed: int = 0):
 
 
 def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
-                      vae_seed: int = 0, depth_space: str | None = None) -> Path:
+                      vae_seed: int = 0, depth_space: str | None = None,
+                      pipeline_class: str = 'LotusDPipeline',
+                      weights_dtype: torch.dtype = torch.float32) -> Path:
     """
     Write a random-weight Lotus-D checkpoint to `folder` and return its path.
 
     `seed` drives the UNet and text encoder weights, `vae_seed` the VAE weights, so two
     checkpoints written with the same `vae_seed` carry identical VAEs like the published depth
     and normal checkpoints do. `depth_space` ('disparity' or 'depth') is recorded in
-    model_index.json as a hint for the engine. Components are built and saved one at a time
-    to bound memory for the full size.
+    model_index.json as a hint for the engine. `pipeline_class` is model_index.json's
+    `_class_name`: the published repos name classes from the authors' code that diffusers lacks
+    (lotus-depth-d-v2-0-disparity and lotus-normal-d-v1-1: 'DirectRegressionPipeline';
+    lotus-depth-d-v1-0/-v1-1: 'LotusDPipeline'). `weights_dtype=torch.float16` stores fp16
+    tensors under the plain file names, as the published repos do. Components are built and
+    saved one at a time to bound memory for the full size.
     """
     _check_size(size)
     if depth_space not in (None, 'disparity', 'depth'):
         raise ValueError(f"depth_space must be 'disparity', 'depth' or None, got {depth_space!r}")
+    if weights_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f'weights_dtype must be a float dtype, got {weights_dtype!r}')
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_tokenizer(folder / 'tokenizer')
     for name, build, component_seed in (('vae', build_vae, vae_seed), ('unet', build_unet, seed),
                                          ('text_encoder', build_text_encoder, seed + 1)):
         module = build(size, component_seed)
+        # torch's own cast: diffusers' .to() warns about fp32-only modules these models lack.
+        torch.nn.Module.to(module, weights_dtype)
         module.save_pretrained(folder / name, safe_serialization=True)
         del module
 
     index = {
-        '_class_name': 'LotusDPipeline',
+        '_class_name': pipeline_class,
         '_diffusers_version': '0.28.0',
         'text_encoder': ['transformers', 'CLIPTextModel'],
         'tokenizer': ['transformers', 'CLIPTokenizer'],
