@@ -64,7 +64,7 @@ def load_engine(params: dict[str, Any]):
         params['depth_model'] or None, params['normal_model'] or None,
         device=params['device'], dtype=params['dtype'],
         processing_resolution=params['processing_resolution'],
-        local_files_only=params['local_files_only'],
+        resize_mode=params['resize_mode'], local_files_only=params['local_files_only'],
         depth_space=params['depth_space'] or None, compile=params['compile'])
 
 
