@@ -102,8 +102,8 @@ def registered_size(height: int, width: int, resolution: int) -> tuple[int, int]
     pixel (u, v). The released truncation decodes 8*floor(h/8) rows and stretches them over the
     image instead (up to ~10 px off at the far edges). Rounding is preferred to Marigold's
     pad-and-crop because the model sees only real pixels (no replicated border rows where
-    registration matters most) and the step sequence stays the released one; the price is an
-    aspect change of at most 4 px per side (0.5% at 768).
+    registration matters most) and the step sequence stays the released one; the price is a
+    stretch of at most 4 px per side (0.7% of the short side of a 4:3 image at 768).
     """
     scale = 1.0 if resolution <= 0 else min(resolution / width, resolution / height)
     return (VAE_FACTOR * math.floor(height * scale / VAE_FACTOR + 0.5),
@@ -453,11 +453,11 @@ class LotusEngine:
                 raise ModelLoadError(
                     f'Lotus checkpoint {model}: text encoder width {embedding.shape[-1]} != '
                     f'unet cross_attention_dim {cfg.cross_attention_dim}')
-            space = _depth_space(str(model), folder, depth_space) if name == 'depth' else None
-            loaded.append((name, unet, vae, embedding, space))
+            decision = _depth_space(str(model), folder, depth_space) if name == 'depth' else None
+            loaded.append((name, unet, vae, embedding, decision))
             gc.collect()
 
-        space, space_reason = next((s for n, _, _, _, s in loaded if n == 'depth'), (None, None))
+        space, space_reason = next((d for n, _, _, _, d in loaded if n == 'depth'), (None, None))
         vaes: list[torch.nn.Module] = []
         tasks: dict[str, _Task] = {}
         for name, unet, vae, embedding, _ in loaded:
