@@ -41,8 +41,11 @@ def test_round_trip_with_rosbags(tmp_path, frames, storage):
         info, depth, image = (r[2] for r in rows[3 * i:3 * i + 3])
         for msg in (info, depth, image):
             assert msg.header.frame_id == 'camera_optical_frame'
+            # seconds_to_ns rounds stamp * 1e9, a float64 spaced 256 ns at 1.7e18 (<= 0.54
+            # spacings of the stamp in seconds), and adding sec back rounds to <= 0.5 spacing.
+            # (approx's default rel=1e-6 would accept 1700 s here.)
             assert msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 == \
-                pytest.approx(frame.stamp, abs=1e-9)
+                pytest.approx(frame.stamp, rel=0, abs=2 * np.spacing(frame.stamp))
             assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec <= rows[3 * i][1]
         assert (info.width, info.height) == (40, 30)
         np.testing.assert_array_equal(info.k.reshape(3, 3), frame.k)

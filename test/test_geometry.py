@@ -8,6 +8,8 @@ import pytest
 from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_camera_info, project
 
 INTR = Intrinsics(fx=52.0, fy=48.0, cx=15.3, cy=11.7, width=32, height=24)
+# float32 machine epsilon, 2^-23: one rounding moves a value by at most EPS32 / 2 of itself.
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _random_depth(rng, h, w):
@@ -30,7 +32,8 @@ def test_backproject_matches_per_pixel_formula():
                 assert np.isnan(pts[v, u]).all()
                 continue
             expected = ((u - INTR.cx) * z / INTR.fx, (v - INTR.cy) * z / INTR.fy, z)
-            np.testing.assert_allclose(pts[v, u], expected, rtol=1e-5, atol=1e-6)
+            # x = fl32(fl32(ray) * z): two roundings, <= EPS32 of x; z is copied exactly.
+            np.testing.assert_allclose(pts[v, u], expected, rtol=2 * EPS32, atol=0)
 
 
 def test_project_of_backproject_is_pixel_grid():
@@ -38,9 +41,11 @@ def test_project_of_backproject_is_pixel_grid():
     depth = _random_depth(rng, INTR.height, INTR.width)
     u, v, z = project(backproject(depth, INTR), INTR)
     vv, uu = np.mgrid[0:INTR.height, 0:INTR.width]
-    np.testing.assert_allclose(u, uu, atol=1e-3)
-    np.testing.assert_allclose(v, vv, atol=1e-3)
-    np.testing.assert_allclose(z, depth, rtol=1e-6)
+    # u - cx = fx * x / z carries x's float32 roundings (ray and product, <= EPS32) plus float64
+    # noise: <= 1.5 EPS32 |u - cx| < 1.5 EPS32 * width.
+    np.testing.assert_allclose(u, uu, atol=3 * EPS32 * INTR.width)
+    np.testing.assert_allclose(v, vv, atol=3 * EPS32 * INTR.height)
+    np.testing.assert_array_equal(z, depth)  # z is copied, never computed
 
 
 def test_project_behind_camera_is_nan():
@@ -58,7 +63,9 @@ def test_plane_lands_on_plane():
     depth = d / (rays @ n)
     assert (depth > 0).all()
     pts = backproject(depth.astype(np.float32), INTR).astype(np.float64)
-    np.testing.assert_allclose(pts @ n, d, atol=1e-4 * abs(d))
+    # Each coordinate is within 1.5 EPS32 of itself (depth cast, ray, product), so with a unit n
+    # the plane equation is off by <= 1.5 EPS32 |X|.
+    np.testing.assert_allclose(pts @ n, d, atol=3 * EPS32 * np.linalg.norm(pts, axis=-1).max())
 
 
 def test_backproject_resized_depth_uses_scaled_intrinsics():
@@ -69,7 +76,8 @@ def test_backproject_resized_depth_uses_scaled_intrinsics():
     u_full = 2 * 5 + 0.5
     v_full = 2 * 7 + 0.5
     expected = ((u_full - INTR.cx) * 2.0 / INTR.fx, (v_full - INTR.cy) * 2.0 / INTR.fy, 2.0)
-    np.testing.assert_allclose(pts[7, 5], expected, rtol=1e-5)
+    # one float32 rounding of the ray (times 2.0 is exact): <= EPS32 / 2
+    np.testing.assert_allclose(pts[7, 5], expected, rtol=EPS32)
 
 
 def test_intrinsics_prefers_p_then_k_and_rejects_zero():
@@ -90,5 +98,6 @@ def test_scaled_keeps_rays_of_pixel_centres():
     # Pixel centre u_small=3 covers full-res area [3 - 0.5, 3 + 0.5) -> scaled pixel centre 6.5.
     ray_small = (3 - INTR.cx) / INTR.fx
     ray_big = (6.5 - s.cx) / s.fx
-    assert ray_big == pytest.approx(ray_small)
+    # float64 throughout: a few roundings of terms ~30 around a difference ~24, ~1e-15 relative
+    assert ray_big == pytest.approx(ray_small, rel=1e-14, abs=0)
     assert (s.width, s.height) == (64, 48)

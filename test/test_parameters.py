@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -39,7 +40,7 @@ def test_defaults_are_consistent():
     for s in SPECS:
         assert s.description and validate(s.name, s.default) is None, s.name
         if s.min is not None:
-            assert s.min <= s.default <= s.max, s.name
+            assert s.min <= s.default <= (s.max if s.max is not None else s.default), s.name
         if s.choices is not None:
             assert s.default in s.choices, s.name
 
@@ -59,6 +60,31 @@ def test_defaults_are_consistent():
 def test_invalid_values_are_rejected_with_reason(name, value, words):
     reason = validate(name, value)
     assert reason is not None and words in reason
+
+
+@pytest.mark.parametrize('value', [-1, 0, 1, 7, 8, 9, 64, 768, 1000, 10_000])
+def test_processing_resolution_takes_what_the_engine_takes(value):
+    """0 (native size) and every size from 8 up, exactly the engine's rule."""
+    from lotus_ros.core.lotus_d import LotusEngine, ModelLoadError
+
+    try:  # the engine checks the resolution before it looks for the checkpoint
+        LotusEngine.from_pretrained('/nonexistent/lotus', processing_resolution=value,
+                                    device='cpu', warmup=False)
+    except ValueError:
+        engine_takes = False
+    except ModelLoadError:
+        engine_takes = True
+    reason = validate('processing_resolution', value)
+    assert (reason is None) == engine_takes, reason
+    if 0 < value < 8:
+        assert '0 (native size) or at least 8' in reason
+
+
+def test_resize_mode_choices():
+    assert defaults()['resize_mode'] == 'registered'
+    assert validate('resize_mode', 'released') is None
+    assert 'one of' in validate('resize_mode', 'stretched')
+    assert 'restart' in validate('resize_mode', 'released', running=True)
 
 
 def test_runtime_rules():
@@ -85,13 +111,15 @@ def test_declared_on_a_real_node_with_descriptors():
 
     ctx = Context()
     rclpy.init(context=ctx, args=['--ros-args', '-p', 'points.min_depth:=1',
-                                  '-p', 'points.stride:=4'])
+                                  '-p', 'points.stride:=4', '-p', 'processing_resolution:=0'])
     try:
         node = Node('param_test', context=ctx)
         values = declare_parameters(node)
         assert values['points.min_depth'] == 1.0 and isinstance(values['points.min_depth'],
                                                                 float)
         assert values['points.stride'] == 4
+        assert values['processing_resolution'] == 0
+        assert all(validate(name, value) is None for name, value in values.items())
         desc = node.describe_parameter('points.stride')
         assert desc.integer_range[0].from_value == 1 and not desc.read_only
         assert node.describe_parameter('device').read_only
@@ -102,3 +130,30 @@ def test_declared_on_a_real_node_with_descriptors():
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=ctx)
+
+
+def test_node_runs_at_native_resolution(tmp_path, tiny_lotus):
+    """processing_resolution:=0 starts the node with the real engine and publishes full size."""
+    harness = pytest.importorskip('node_harness')
+    from sensor_msgs.msg import Image
+
+    from lotus_ros.ros.images import array_to_image, image_to_array
+
+    domain = harness.next_domain()
+    node = harness.NodeProcess(tmp_path, domain, {
+        'engine_factory': '', 'depth_model': str(tiny_lotus['depth']), 'normal_model': '',
+        'device': 'cpu', 'local_files_only': True, 'processing_resolution': 0,
+        'alignment.source': 'none'})
+    client = harness.Client(domain)
+    try:
+        client.subscribe(Image, 'depth/relative')
+        pub = client.publisher(Image, 'image')
+        harness.wait_until_ready(client, node, pub)
+        rgb = np.random.default_rng(0).integers(0, 256, (61, 83, 3), dtype=np.uint8)
+        pub.publish(array_to_image(rgb, 'rgb8', harness.header_at(1.0)))
+        assert client.wait_for(lambda: client.messages('depth/relative'), 30), node.log()
+    finally:
+        client.close()
+        node.stop()
+    relative = image_to_array(client.messages('depth/relative')[0])
+    assert relative.shape == (61, 83) and np.isfinite(relative).all()

@@ -61,7 +61,8 @@ class Engine(Protocol):
 # is loaded unless named; the node's own defaults name the published ones).
 ENGINE_DEFAULTS: dict[str, Any] = {
     'backend': 'auto', 'depth_model': None, 'normal_model': None, 'device': 'auto',
-    'dtype': 'auto', 'processing_resolution': 768, 'local_files_only': False,
+    'dtype': 'auto', 'processing_resolution': 768, 'resize_mode': 'registered',
+    'local_files_only': False,
     'depth_space': None, 'compile': False, 'seed': 0, 'ensemble_size': 1,
     'num_inference_steps': 0, 'engine_factory': '',
 }

@@ -98,7 +98,8 @@ def tiny_models(folder: Path) -> tuple[str, str]:
     depth = folder / 'lotus-depth-d-tiny-disparity'
     normal = folder / 'lotus-normal-d-tiny'
     shutil.rmtree(folder, ignore_errors=True)
-    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0)
+    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0,
+                      pipeline_class='DirectRegressionPipeline')
     save_random_lotus(normal, size='tiny', seed=1, vae_seed=0)
     return str(depth), str(normal)
 

@@ -40,8 +40,12 @@ SPECS: tuple[ParamSpec, ...] = (
     _p('dtype', 'auto', 'Inference dtype (auto = float16 on CUDA, float32 on CPU)',
        choices=('auto', 'float32', 'float16', 'bfloat16')),
     _p('processing_resolution', 768,
-       'Longest image side fed to the model in pixels (outputs are resized back)',
-       min=64, max=4096),
+       'Longest image side fed to the model in pixels (outputs are resized back); 0 = native '
+       'size; else at least 8', min=0),
+    _p('resize_mode', 'registered',
+       "Model input size: 'registered' rounds both sides to multiples of 8 so output pixel "
+       "(u, v) is input pixel (u, v); 'released' truncates like the authors' code (outputs "
+       'drift up to ~10 px at the far edges)', choices=('registered', 'released')),
     _p('compile', False, 'torch.compile the UNet (slow start, faster steady state)'),
     _p('local_files_only', False, 'Never download; only use cached or local checkpoints'),
     _p('depth_space', '', "Override the depth model's output space; empty = from the checkpoint",
@@ -176,6 +180,8 @@ def validate(name: str, value: Any, *, running: bool = False) -> str | None:
             return f'{name} must be >= {spec.min}'
         if spec.max is not None and value > spec.max:
             return f'{name} must be <= {spec.max}'
+    if name == 'processing_resolution' and 0 < value < 8:
+        return f'{name} must be 0 (native size) or at least 8 (one latent cell)'
     if name == 'alignment.points_transform':
         if len(value) != 7:
             return f'{name} needs 7 numbers [x y z qx qy qz qw]'
@@ -217,7 +223,7 @@ def declare_parameters(node) -> dict[str, Any]:
             desc.type = ParameterType.PARAMETER_BOOL
         elif isinstance(d, int):
             desc.type = ParameterType.PARAMETER_INTEGER
-            if spec.min is not None:
+            if spec.min is not None and spec.max is not None:
                 desc.integer_range = [IntegerRange(from_value=int(spec.min),
                                                    to_value=int(spec.max), step=0)]
         elif isinstance(d, float):
