@@ -51,15 +51,14 @@ class StartupError(Exception):
 class LotusNode(Node):
     def __init__(self, **kwargs):
         super().__init__('lotus', **kwargs)
-        self.params = declare_parameters(self)
-        for name, value in self.params.items():
+        p = declare_parameters(self)
+        for name, value in p.items():
             reason = validate(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
-        reason = validate_set(self.params)
+        reason = validate_set(p)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
-        p = self.params
 
         try:
             engine = load_engine(p)
