@@ -321,6 +321,9 @@ class LotusNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():
+        # Under ros2 launch (or into a log file) the loaders' progress bars become empty lines.
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
     try:
         rclpy.init(args=args)
     except Exception as e:  # bad --ros-args: rcl already said which one
