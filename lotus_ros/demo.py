@@ -38,7 +38,7 @@ import yaml
 
 from lotus_ros import bag_io, installed
 from lotus_ros.stamp_cache import stamp_to_ns
-from lotus_ros.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.synthetic import LOG_OFFSETS_NS, SyntheticFrame, render_sequence, write_sequence_bag
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
 NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
@@ -471,7 +471,7 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     latencies = []
     for item in relative:
         sent = recording.image_publish_wall.get(
-            stamp_to_ns(item.msg.header.stamp) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+            stamp_to_ns(item.msg.header.stamp) + LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
         if sent is not None:
             latencies.append(item.wall - sent)
     abs_rel, coverage, scale_err = [], [], []
@@ -592,7 +592,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                              scene=args.scene)
     bag = out / 'sequence_bag'
     shutil.rmtree(bag, ignore_errors=True)
-    bag_io.write_sequence_bag(frames, bag, storage=args.storage)
+    write_sequence_bag(frames, bag, storage=args.storage)
 
     print('[2/4] Preparing the models ...', flush=True)
     if args.tiny:

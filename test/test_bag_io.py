@@ -9,7 +9,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from lotus_ros import bag_io
-from lotus_ros.synthetic import render_sequence
+from lotus_ros.synthetic import render_sequence, write_sequence_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def frames():
 
 @pytest.mark.parametrize('storage', bag_io.STORAGES)
 def test_round_trip_with_rosbags(tmp_path, frames, storage):
-    path = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    path = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     metadata = (path / 'metadata.yaml').read_text()
     assert f'storage_identifier: {storage}' in metadata
     store = bag_io.make_typestore()
@@ -60,7 +60,7 @@ def test_rclpy_deserializes_the_recorded_bytes(tmp_path, frames, storage):
     serialization = pytest.importorskip('rclpy.serialization')
     from sensor_msgs.msg import CameraInfo, Image
 
-    path = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    path = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     messages = list(bag_io.read_messages(path))
     assert len(messages) == 9
     assert bag_io.bag_topics(path)['/camera/image_raw'] == ('sensor_msgs/msg/Image', 3)
@@ -95,6 +95,17 @@ def test_custom_message_type_and_refusals(tmp_path):
     decoded = store.deserialize_cdr(back.rawdata, back.msgtype)
     assert decoded.scale == 2.0 and decoded.inliers == 9 and decoded.valid
     with pytest.raises(Exception, match='exists'):
-        bag_io.write_sequence_bag([], tmp_path / 'out')
+        write_sequence_bag([], tmp_path / 'out')
     with pytest.raises(ValueError):
         bag_io.BagWriter(tmp_path / 'x', storage='rosbag1')
+
+
+def test_bag_io_does_not_depend_on_the_synthetic_scene():
+    """A tool for real bags imports no ray caster."""
+    import subprocess
+    import sys
+
+    code = 'import sys, lotus_ros.bag_io; print("lotus_ros.synthetic" in sys.modules)'
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == 'False'
