@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,9 +104,6 @@ def test_custom_message_type_and_refusals(tmp_path):
 
 def test_bag_io_does_not_depend_on_the_synthetic_scene():
     """A tool for real bags imports no ray caster."""
-    import subprocess
-    import sys
-
     code = 'import sys, lotus_ros.bag_io; print("lotus_ros.synthetic" in sys.modules)'
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=60, check=True)
