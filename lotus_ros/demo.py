@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from lotus_ros import bag_io, installed
+from lotus_ros.parameters import load_parameter_files
 from lotus_ros.stamp_cache import stamp_to_ns
 from lotus_ros.synthetic import LOG_OFFSETS_NS, SyntheticFrame, render_sequence, write_sequence_bag
 
@@ -519,13 +520,11 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
 
 
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None, extra_params: list[str]) -> str:
+                     sheets: list[str], ply: str | None) -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
     models_line = f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}`'
-    if extra_params:
-        models_line += f' (unless overridden by --params {" ".join(extra_params)})'
     lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
@@ -610,6 +609,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         params_files.append(base)
     params_files.append(write_params_file(out / 'demo_params.yaml', params))
     params_files += [Path(p) for p in args.params]
+    try:  # the parameters the node will get: the --params files may change the models
+        node_params = load_parameter_files(params_files, node_name=NODE_NAME, namespace='/')
+    except (OSError, ValueError) as exc:
+        raise DemoError(f'cannot read the parameter files: {exc}', 2) from exc
+    models = (node_params.get('depth_model', ''), node_params.get('normal_model', ''))
 
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
@@ -632,8 +636,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
-    text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
-                            sheets=sheets, ply=ply, extra_params=args.params)
+    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply)
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')

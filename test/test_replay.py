@@ -161,7 +161,7 @@ def test_process_bag_parameters(tmp_path, capsys):
 
     path = tmp_path / 'p.yaml'
     path.write_text('other_node:\n  ros__parameters:\n    drop_frames: true\n'
-                    'lotus:\n  ros__parameters:\n    drop_frames: false\n'
+                    '/lotus/lotus:\n  ros__parameters:\n    drop_frames: false\n'
                     '    alignment:\n      mode: scale\n      z_max: 50\n'
                     '    qos_overrides:\n      /x:\n        subscription:\n'
                     '          depth: 3\n')
