@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lotus_ros.bag_io import FRAME_ID
-from lotus_ros.pointcloud import pack_cloud
-from lotus_ros.processor import OUTPUTS
+from lotus_ros.bags.bag_io import FRAME_ID
+from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.ros.outputs import OUTPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 NAV2_EXAMPLE = REPO / 'config' / 'nav2_costmap_example.yaml'
