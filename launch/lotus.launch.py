@@ -4,14 +4,15 @@ Start lotus_node: `ros2 launch lotus_ros lotus.launch.py image:=/my_cam/image_ra
 Parameters come from params_file (default: the package's config/lotus.yaml); the model/device
 arguments override it only when given. Input topics are remapped from the node's relative names
 (image, image/compressed, camera_info, sparse_depth, sparse_points); outputs appear under the
-namespace (default /lotus: /lotus/depth/image, /lotus/points, ...).
+namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true also opens RViz2
+with the package's config/lotus.rviz, when rviz2 is installed.
 """
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -28,7 +29,12 @@ ARGUMENTS = (
     ('device', '', "Override device, e.g. 'cpu', 'cuda' ('' keeps params_file)"),
     ('use_sim_time', 'false', 'Use /clock (bag playback, simulation)'),
     ('log_level', 'info', 'Log level: debug, info, warn, error, fatal'),
+    ('rviz', 'false', 'Also open RViz2 with config/lotus.rviz (when rviz2 is installed)'),
 )
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().lower() in ('true', '1', 'yes')
 
 
 def _node(context):
@@ -37,7 +43,7 @@ def _node(context):
 
     params_file = arg('params_file') or os.path.join(
         get_package_share_directory('lotus_ros'), 'config', 'lotus.yaml')
-    overrides = {'use_sim_time': arg('use_sim_time').strip().lower() in ('true', '1', 'yes')}
+    overrides = {'use_sim_time': _is_true(arg('use_sim_time'))}
     for name in ('depth_model', 'normal_model', 'device'):
         value = arg(name)
         if value:
@@ -62,8 +68,21 @@ def _node(context):
     )]
 
 
+def _rviz(context):
+    if not _is_true(LaunchConfiguration('rviz').perform(context)):
+        return []
+    try:
+        get_package_share_directory('rviz2')
+    except PackageNotFoundError:
+        return [LogInfo(msg='rviz:=true, but rviz2 is not installed: starting without RViz')]
+    view = os.path.join(get_package_share_directory('lotus_ros'), 'config', 'lotus.rviz')
+    use_sim_time = _is_true(LaunchConfiguration('use_sim_time').perform(context))
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', view],
+                 parameters=[{'use_sim_time': use_sim_time}], output='screen')]
+
+
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)
          for name, default, description in ARGUMENTS]
-        + [OpaqueFunction(function=_node)])
+        + [OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])

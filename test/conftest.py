@@ -19,6 +19,7 @@ def tiny_lotus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp('tiny_lotus')
     return {
-        'depth': save_random_lotus(root / 'lotus-depth-d-tiny-disparity', seed=0, vae_seed=0),
+        'depth': save_random_lotus(root / 'lotus-depth-d-tiny-disparity', seed=0, vae_seed=0,
+                                   pipeline_class='DirectRegressionPipeline'),
         'normal': save_random_lotus(root / 'lotus-normal-d-tiny', seed=1, vae_seed=0),
     }

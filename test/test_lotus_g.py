@@ -108,8 +108,10 @@ def refs(tiny_lotus_g) -> dict[str, ReleasedLotusG]:
 
 @pytest.fixture(scope='module')
 def engine(tiny_lotus_g) -> LotusGEngine:
+    # The released geometry: the reference is the authors' procedure, truncated sizes included.
     return LotusGEngine.from_pretrained(str(tiny_lotus_g['depth']), str(tiny_lotus_g['normal']),
-                                        device='cpu', seed=3, warmup=False)
+                                        device='cpu', seed=3, warmup=False,
+                                        resize_mode='released')
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from lotus_ros.core.pointcloud import CloudField, cloud_dtype
 from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.ros.clouds import cloud_to_array
 from lotus_ros.ros.images import array_to_image, image_to_array
 
 W, H = 192, 144
+# float32 machine epsilon, 2^-23: one rounding moves a value by at most EPS32 / 2 of itself.
+EPS32 = float(np.finfo(np.float32).eps)
 TOPICS = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
           'depth/colored': Image, 'normal/image': Image, 'normal/colored': Image,
           'points': PointCloud2}
@@ -38,6 +40,9 @@ def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=
     save_truth(frames, truth)
     domain = next_domain()
     base = {'drop_frames': False, 'points.normals': double}
+    # Fast DDS 2.14 (the Jazzy wheels) can hold a reliable sample back for 1-3 s; with the
+    # default writer history of 5 it is then gone. A deeper one (REP 2003 override) keeps it.
+    base.update({f'qos_overrides./{name}.publisher.depth': 50 for name in TOPICS})
     node = NodeProcess(tmp_path, domain, {**base, **params},
                        env={'LOTUS_DOUBLE_TRUTH': str(truth), **(env or {})})
     client = Client(domain)
@@ -66,7 +71,9 @@ def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=
             pub_img.publish(array_to_image(f.rgb, 'rgb8', hdr))
             time.sleep(0.1)
         n = n_expected or len(frames)
-        client.wait_for(lambda: len(client.messages('depth/relative')) >= n, 30)
+        client.wait_for_counts({'depth/relative': n}, 30)
+        # then the other topics, which may trail: late deliveries arrive in bursts
+        client.wait_for_counts({name: n for name in topics}, 6)
         client.wait_for(lambda: diagnostics_values(client).get('frames_processed') == str(n),
                         3)
         out = {t: client.messages(t) for t in topics}
@@ -105,7 +112,7 @@ def test_output_contract_and_metric_accuracy(tmp_path, room):
     for key, f in stamps.items():
         info = by_stamp(out['depth/camera_info'])[key]
         assert (info.width, info.height) == (W, H)
-        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), f.k)
+        np.testing.assert_array_equal(np.reshape(info.k, (3, 3)), f.k)  # copied, not computed
         d = image_to_array(by_stamp(out['depth/image'])[key])
         ok = np.isfinite(d)
         assert ok.mean() > 0.95 and not np.isneginf(d).any()
@@ -114,8 +121,7 @@ def test_output_contract_and_metric_accuracy(tmp_path, room):
         cloud = by_stamp(out['points'])[key]
         names = [fl.name for fl in cloud.fields]
         assert names[:4] == ['x', 'y', 'z', 'rgb'] and 'normal_z' in names
-        fields = [CloudField(fl.name, fl.offset, fl.datatype, fl.count) for fl in cloud.fields]
-        pts = np.frombuffer(bytes(cloud.data), cloud_dtype(fields, cloud.point_step))
+        pts = cloud_to_array(cloud)
         assert (cloud.height, cloud.width) == (H, W) and len(pts) == H * W
         xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1).astype(np.float64)
         v, u = np.mgrid[0:H, 0:W]
@@ -131,7 +137,9 @@ def test_output_contract_and_metric_accuracy(tmp_path, room):
         assert len(al.covariance) == 4 and al.scale > 0
 
         n = image_to_array(by_stamp(out['normal/image'])[key])
-        np.testing.assert_allclose(np.linalg.norm(n.reshape(-1, 3), axis=1), 1.0, atol=1e-3)
+        # n / |n| in float32 (<= 2.25 EPS32) measured with a float32 norm (<= 1.25 EPS32)
+        np.testing.assert_allclose(np.linalg.norm(n.reshape(-1, 3), axis=1), 1.0,
+                                   atol=4 * EPS32)
         gtn = f.normal.reshape(-1, 3)
         assert np.mean(np.sum(n.reshape(-1, 3) * gtn, axis=1)) > 0.99
     assert max(errs) <= 0.03, errs
@@ -173,7 +181,7 @@ def test_real_engine_tiny_random_weights(tmp_path, tiny_lotus):
     for m in out['normal/image']:
         n = image_to_array(m).reshape(-1, 3)
         ok = np.isfinite(n).all(axis=1)
-        np.testing.assert_allclose(np.linalg.norm(n[ok], axis=1), 1.0, atol=1e-3)
+        np.testing.assert_allclose(np.linalg.norm(n[ok], axis=1), 1.0, atol=4 * EPS32)
     # random weights rarely align; when a metric scale is accepted, metres must be sane
     for m in out['depth/image']:
         d = image_to_array(m)
@@ -219,4 +227,5 @@ def test_lidar_stall_keeps_images_flowing_until_metric_is_stale(tmp_path, room):
         node.stop()
     assert relative == {round(s, 3) for s in stamps}      # images never wait for the LiDAR
     last_fit = stamps[1]
+    # 1e-6 s: four float64 spacings of 1.7e9 s stamps (2.4e-7 s); no stamp is near the edge
     assert metric == {round(s, 3) for s in stamps if s - last_fit <= 0.35 + 1e-6}, metric

@@ -16,7 +16,7 @@ from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
 
 LAUNCH_FILE = REPO / 'launch' / 'lotus.launch.py'
 REQUIRED = {'namespace', 'params_file', 'image', 'camera_info', 'sparse_depth', 'sparse_points',
-            'depth_model', 'normal_model', 'device', 'use_sim_time', 'log_level'}
+            'depth_model', 'normal_model', 'device', 'use_sim_time', 'log_level', 'rviz'}
 
 
 def test_launch_file_declares_the_arguments():
@@ -45,6 +45,24 @@ def test_launch_description_parses():
     desc = mod.generate_launch_description()
     names = {a.name for a in desc.entities if isinstance(a, DeclareLaunchArgument)}
     assert names == REQUIRED
+
+
+def test_rviz_starts_only_when_asked_and_installed():
+    mod = _load()
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from launch import LaunchContext
+    from launch_ros.actions import Node
+
+    try:
+        get_package_share_directory('rviz2')
+        installed = True
+    except PackageNotFoundError:
+        installed = False
+    for asked in ('false', 'true'):
+        context = LaunchContext()
+        context.launch_configurations.update(rviz=asked, use_sim_time='false')
+        started = [a for a in mod._rviz(context) if isinstance(a, Node)]
+        assert len(started) == (asked == 'true' and installed)
 
 
 def test_launch_starts_the_node(tmp_path):

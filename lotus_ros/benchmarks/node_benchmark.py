@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+from pathlib import Path
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 
-from lotus_ros import installed
 from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY, ModelDouble, ramp
 
 SCALE = 2.0           # metric disparity = SCALE * relative disparity (the instant model's truth)
@@ -70,81 +68,40 @@ def processor_only(width: int, height: int, frames: int = 30,
     return out
 
 
-def _node_command() -> list[str]:
-    """Run the installed executable, else the module from the source tree (not built)."""
-    exe = installed.node_executable()
-    return [str(exe)] if exe is not None else [sys.executable, '-m', 'lotus_ros.ros.node']
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads); NaN where /proc is missing."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except OSError:
-        return float('nan')
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
 def run(width: int, height: int, rate: float, duration: float, warmup: float,
         domain: int, model_delay: float = 0.0) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
 
+    from lotus_ros.core.stamps import stamp_seconds
+    from lotus_ros.demo.node_process import Client, NodeProcess, ros_environment
     from lotus_ros.ros.images import array_to_image
-    from lotus_ros.ros.messages import pinhole_camera_info
+    from lotus_ros.ros.messages import header_at, pinhole_camera_info
     from lotus_ros.ros.outputs import output_types
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    profile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'config', 'fastdds_profile.xml')
-    if 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and os.path.exists(profile):
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
+    env = ros_environment(domain)
     env.update(LOTUS_DOUBLE_NOISE='0', LOTUS_DOUBLE_DELAY=repr(model_delay))
-    params = {'engine_factory': DOUBLE_FACTORY, 'lazy': 'false',
-              'drop_frames': 'true', 'alignment.source': 'sparse_depth',
-              'points.color': 'true'}
-    cmd = _node_command() + ['--ros-args'] + sum((['-p', f'{k}:={v}'] for k, v in
-                                                  params.items()), [])
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = Node('lotus_node_benchmark', context=ctx)
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                     reliability=ReliabilityPolicy.RELIABLE)
+    params = {'engine_factory': DOUBLE_FACTORY, 'lazy': False, 'drop_frames': True,
+              'alignment.source': 'sparse_depth', 'points.color': True}
+    log = tempfile.NamedTemporaryFile(prefix='lotus_node_benchmark_', suffix='.log',
+                                      delete=False)
+    proc = NodeProcess(Path(log.name), env, params=params)
+    client = Client(domain, 'lotus_node_benchmark')
     topics = output_types()
-    received: dict[str, list[tuple[float, float]]] = {t: [] for t in topics}
-    diag: list = []
-    subs = []
-    for topic, typ in topics.items():
-        def cb(msg, topic=topic):
-            st = msg.header.stamp
-            received[topic].append((time.time(), st.sec + st.nanosec * 1e-9))
-        subs.append(node.create_subscription(typ, topic, cb, qos))
-    node.create_subscription(DiagnosticArray, '/diagnostics', diag.append, 10)
-    pub_img = node.create_publisher(Image, 'image', qos)
-    pub_info = node.create_publisher(CameraInfo, 'camera_info', qos)
-    pub_sparse = node.create_publisher(Image, 'sparse_depth', qos)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    qos = Client.reliable(10)
+    subs = [client.subscribe(typ, topic, qos, record=lambda m: stamp_seconds(m.header.stamp))
+            for topic, typ in topics.items()]
+    client.subscribe(DiagnosticArray, '/diagnostics', 10)
+    pub_img = client.publisher(Image, 'image', qos)
+    pub_info = client.publisher(CameraInfo, 'camera_info', qos)
+    pub_sparse = client.publisher(Image, 'sparse_depth', qos)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (
                 pub_img.get_subscription_count() and all(
                     s.get_publisher_count() for s in subs)):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError('lotus_node exited: ' + log.read().decode(errors='replace'))
+            if not proc.alive():
+                raise RuntimeError('lotus_node exited: ' + proc.log())
             time.sleep(0.05)
         time.sleep(1.0)
 
@@ -156,27 +113,21 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
         cpu_start = None
         while time.monotonic() - t_start < warmup + duration:
             if cpu_start is None and time.monotonic() >= t_measure:
-                cpu_start = _cpu_seconds(proc.pid)
-            now = time.time()
-            hdr = Header(frame_id='camera_optical')
-            hdr.stamp.sec, hdr.stamp.nanosec = int(now), int((now % 1) * 1e9)
+                cpu_start = proc.cpu_seconds()
+            hdr = header_at(time.time(), 'camera_optical')
             pub_info.publish(pinhole_camera_info(k, width, height, hdr))
             pub_sparse.publish(array_to_image(sparse, '32FC1', hdr))
             pub_img.publish(array_to_image(images[n % len(images)], 'rgb8', hdr))
             n += 1
             time.sleep(max(0.0, t_start + n / rate - time.monotonic()))
         t_end = time.monotonic()
-        cpu_used = _cpu_seconds(proc.pid) - cpu_start
+        cpu_used = proc.cpu_seconds() - cpu_start
         time.sleep(1.2)
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        proc.send_signal(2)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        client.close()
+        proc.stop()
+    received = {topic: client.timed(topic) for topic in topics}
+    diag = client.messages('/diagnostics')
 
     wall_start = time.time() - (time.monotonic() - t_measure)
     wall_end = time.time() - (time.monotonic() - t_end)

@@ -106,12 +106,14 @@ def build_engine(p: dict[str, Any]):
         if ensemble_size != 1:
             raise ValueError(f'ensemble_size={ensemble_size} needs a stochastic backend '
                              "('lotus-g' or 'marigold'): Lotus-D gives one deterministic draw")
-        return LotusEngine.from_pretrained(depth_model, normal_model, **common)
+        return LotusEngine.from_pretrained(depth_model, normal_model,
+                                           resize_mode=p['resize_mode'], **common)
     if backend == 'lotus-g':
         from lotus_ros.core.lotus_g import LotusGEngine
 
         return LotusGEngine.from_pretrained(depth_model, normal_model, seed=p['seed'],
-                                            ensemble_size=ensemble_size, **common)
+                                            ensemble_size=ensemble_size,
+                                            resize_mode=p['resize_mode'], **common)
     from lotus_ros.core.marigold import MarigoldEngine
 
     return MarigoldEngine.from_pretrained(depth_model, normal_model, seed=p['seed'],

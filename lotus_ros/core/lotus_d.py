@@ -5,7 +5,10 @@ The computation follows the authors' released code step by step (see `LotusEngin
 outputs match the published checkpoints, with three deliberate differences that do not change
 the result: the empty-prompt embedding is computed once at load, a VAE shared by the depth and
 normal checkpoints encodes each frame once, and the VAE posterior mean replaces the random
-sample so that the same image always gives the same output.
+sample so that the same image always gives the same output. One difference does change it, on
+purpose: by default the model input size is chosen so outputs stay pixel-registered with the
+input (`resize_mode='registered'`, see `registered_size`); `resize_mode='released'` keeps the
+released geometry bit for bit.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lotus_ros.core.engine import ModelLoadError, Prediction
+from lotus_ros.core.engine import ModelLoadError, Prediction, cuda_memory_stats, warmup_frame
 
-__all__ = ['LotusEngine', 'TASK_EMBEDDING', 'TIMESTEP',
-           'processing_size', 'resolve_checkpoint']
+__all__ = ['RESIZE_MODES', 'LotusEngine', 'TASK_EMBEDDING', 'TIMESTEP', 'processing_size',
+           'registered_size', 'resolve_checkpoint']
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ _LOG = logging.getLogger(__name__)
 TIMESTEP = 999
 TASK_EMBEDDING = (math.sin(1.0), math.sin(0.0), math.cos(1.0), math.cos(0.0))
 VAE_FACTOR = 8
+RESIZE_MODES = ('registered', 'released')
+DEPTH_SPACES = ('disparity', 'depth')
 STAGES = ('preprocess', 'encode', 'unet_depth', 'unet_normal', 'decode', 'postprocess', 'total')
 
 _DTYPES = {
@@ -46,6 +51,14 @@ _DTYPES = {
 _WEIGHT_STEMS = {'unet': 'diffusion_pytorch_model', 'vae': 'diffusion_pytorch_model',
                  'text_encoder': 'model'}
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+# What the published checkpoints' model_index.json `_class_name` says about a depth checkpoint:
+# lotus-depth-d-v2-0-disparity is a DirectRegressionPipeline, lotus-depth-d-v1-0/-v1-1 (depth)
+# are LotusDPipeline. (lotus-normal-d-v1-1 is a DirectRegressionPipeline too: only meaningful for
+# the depth checkpoint.) The classes live in the authors' code, not in diffusers, and loading
+# never imports them.
+_PIPELINE_SPACES = {'DirectRegressionPipeline': 'disparity', 'LotusDPipeline': 'depth'}
+# Published depth checkpoints whose names say nothing about the space but which predict depth.
+_DEPTH_NAME = re.compile(r'lotus-depth-[dg]-v1-\d')
 
 
 @dataclass
@@ -67,6 +80,24 @@ def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]
         return height, width
     scale = min(resolution / width, resolution / height)
     return int(height * scale), int(width * scale)
+
+
+def registered_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """
+    Return an (h, w) whose 8-pixel latent grid covers the whole image, so outputs stay registered.
+
+    The longer side is scaled to `resolution` (0 keeps the native size) as in the released
+    code, then each side is rounded to the nearest multiple of 8. The VAE then decodes exactly
+    h x w and the resize back to the input inverts the resize in: output pixel (u, v) is input
+    pixel (u, v). The released truncation decodes 8*floor(h/8) rows and stretches them over the
+    image instead (up to ~10 px off at the far edges). Rounding is preferred to Marigold's
+    pad-and-crop because the model sees only real pixels (no replicated border rows where
+    registration matters most) and the step sequence stays the released one; the price is a
+    stretch of at most 4 px per side (0.7% of the short side of a 4:3 image at 768).
+    """
+    scale = 1.0 if resolution <= 0 else min(resolution / width, resolution / height)
+    return (VAE_FACTOR * math.floor(height * scale / VAE_FACTOR + 0.5),
+            VAE_FACTOR * math.floor(width * scale / VAE_FACTOR + 0.5))
 
 
 def _weights_present(component: Path) -> tuple[bool, str | None, bool]:
@@ -152,22 +183,75 @@ def resolve_checkpoint(model: str, local_files_only: bool = False) -> Path:
                              f'downloaded from the Hugging Face hub: {exc}') from exc
 
 
-def _depth_space(model: str, folder: Path, override: str | None) -> str:
-    """Decide what the depth output is affine to: argument, config hint, then name."""
-    if override is not None:
-        if override not in ('disparity', 'depth'):
-            raise ValueError(f"depth_space must be 'disparity' or 'depth', got {override!r}")
-        return override
-    index = folder / 'model_index.json'
-    if index.is_file():
+def _space_from_name(name: str) -> str | None:
+    lowered = name.lower()
+    if 'disparity' in lowered:
+        return 'disparity'
+    return 'depth' if _DEPTH_NAME.search(lowered) else None
+
+
+def _space_signals(model: str, folder: Path) -> list[tuple[str, str]]:
+    """
+    Return what the checkpoint says about its depth space, strongest first, as (space, source).
+
+    A model_index.json `depth_space` key states it outright; a name (the hub id or folder as
+    given, or the hub cache folder models--org--name) that contains 'disparity' or names a
+    published depth checkpoint is the user's or the hub's label; the `_class_name` of the
+    published repos survives renaming the folder (`hf download ... --local-dir ./lotus-depth`).
+    """
+    index: dict = {}
+    if (folder / 'model_index.json').is_file():
         try:
-            hint = json.loads(index.read_text()).get('depth_space')
+            loaded = json.loads((folder / 'model_index.json').read_text())
+            index = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
-            hint = None
-        if hint in ('disparity', 'depth'):
-            return hint
+            pass
+    signals = []
+    if index.get('depth_space') in DEPTH_SPACES:
+        signals.append((index['depth_space'], 'model_index.json depth_space'))
     names = [Path(model).name] + [p for p in folder.parts if p.startswith('models--')]
-    return 'disparity' if any('disparity' in n.lower() for n in names) else 'depth'
+    for name in dict.fromkeys(names):
+        space = _space_from_name(name)
+        if space is not None:
+            signals.append((space, f'the name {name!r}'))
+    pipeline = index.get('_class_name')
+    if pipeline in _PIPELINE_SPACES:
+        signals.append((_PIPELINE_SPACES[pipeline],
+                        f'model_index.json _class_name {pipeline!r}'))
+    return signals
+
+
+def _depth_space(model: str, folder: Path, override: str | None) -> tuple[str, str]:
+    """
+    Decide what the depth output is affine to and why: the argument, else the checkpoint.
+
+    Metric depth is silently wrong when this is wrong, so the decision is logged, and a
+    warning naming `depth_space` is logged when nothing decides it or the signals disagree.
+    """
+    if override is not None and override not in DEPTH_SPACES:
+        raise ValueError(f"depth_space must be 'disparity' or 'depth', got {override!r}")
+    signals = _space_signals(model, folder)
+    if override is not None:
+        signals.insert(0, (override, 'the depth_space argument'))
+    if not signals:
+        reason = ('nothing in the checkpoint says (no depth_space in model_index.json, no known '
+                  'name or pipeline class): assumed depth')
+        _LOG.warning("Lotus depth checkpoint %s: %s. If it predicts disparity (like "
+                     "lotus-depth-d-v2-0-disparity), set depth_space: 'disparity', or metric "
+                     'depth will be wrong', model, reason)
+        return 'depth', reason
+    space, source = signals[0]
+    agree = [where for s, where in signals if s == space]
+    disagree = [f'{where} says {s}' for s, where in signals if s != space]
+    reason = f"{' and '.join(agree)} {'say' if len(agree) > 1 else 'says'} {space}"
+    if disagree:
+        reason += f", but {'; '.join(disagree)}"
+        _LOG.warning("Lotus depth checkpoint %s: %s; using %s. If that is wrong, set "
+                     "depth_space ('disparity' or 'depth'), or metric depth will be wrong",
+                     model, reason, space)
+    else:
+        _LOG.info('Lotus depth checkpoint %s predicts %s: %s', model, space, reason)
+    return space, reason
 
 
 def _load_component(loader, folder: Path, name: str, source: str, **kwargs):
@@ -243,11 +327,15 @@ class LotusEngine:
                  tasks: dict[str, _Task], depth_space: str | None, processing_resolution: int,
                  resample: str, latent: str, seed: int | None, stage_timing: bool,
                  layout: torch.memory_format = torch.contiguous_format,
-                 batch_decode: bool = False) -> None:
+                 batch_decode: bool = False, resize_mode: str = 'registered',
+                 depth_space_reason: str | None = None) -> None:
         self.device = device
         self.dtype = dtype
         self.depth_space = depth_space
+        # Why depth_space was chosen (logged at load; for diagnostics).
+        self.depth_space_reason = depth_space_reason
         self.processing_resolution = int(processing_resolution)
+        self.resize_mode = resize_mode
         self.resample = resample
         self.latent = latent
         self.seed = seed
@@ -274,6 +362,17 @@ class LotusEngine:
     def has_normal(self) -> bool:
         return 'normal' in self._tasks
 
+    def model_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Return the (h, w) the model runs at for an HxW image in the current mode."""
+        return self._input_size(height, width, self.processing_resolution)
+
+    def _input_size(self, height: int, width: int, resolution: int) -> tuple[int, int]:
+        if self.resize_mode == 'released':
+            return processing_size(height, width, resolution)
+        if self.resize_mode == 'registered':
+            return registered_size(height, width, resolution)
+        raise ValueError(f'resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}')
+
     @property
     def has_uncertainty(self) -> bool:
         return False  # one deterministic step: nothing to spread over
@@ -286,8 +385,9 @@ class LotusEngine:
     @classmethod
     def from_pretrained(cls, depth_model: str | None, normal_model: str | None = None, *,
                         device: str | torch.device = 'auto', dtype: str | torch.dtype = 'auto',
-                        processing_resolution: int = 768, local_files_only: bool = False,
-                        depth_space: str | None = None, resample: str = 'nearest-exact',
+                        processing_resolution: int = 768, resize_mode: str = 'registered',
+                        local_files_only: bool = False, depth_space: str | None = None,
+                        resample: str = 'nearest-exact',
                         latent: str = 'mean', seed: int | None = None, compile: bool = False,
                         warmup: bool | tuple[int, int] = True, stage_timing: bool = True,
                         channels_last: bool | None = None,
@@ -295,7 +395,12 @@ class LotusEngine:
         """
         Load Lotus-D depth and/or normal checkpoints (hub ids or local diffusers folders).
 
-        Only safetensors weights are read. `latent='sample'` reproduces the released code's
+        Only safetensors weights are read. `resize_mode='registered'` (default) picks a model
+        input whose 8-pixel grid covers the image so output pixel (u, v) is input pixel (u, v)
+        (`registered_size`); 'released' truncates like the authors' code, bit for bit, whose
+        outputs drift up to ~10 px at the far edges. `depth_space` overrides what the
+        checkpoint says its depth output is affine to; the decision and its reason are logged
+        and kept in `depth_space_reason`. `latent='sample'` reproduces the released code's
         random posterior sample, re-seeded with `seed` on every call so frames stay
         reproducible. `warmup` runs one frame at load (True: 480x640 on CUDA, a small frame on
         CPU; or an explicit (height, width)). `channels_last` (default: on CUDA only) changes
@@ -311,6 +416,9 @@ class LotusEngine:
             raise ValueError(f"resample must be 'nearest-exact' or 'bilinear', got {resample!r}")
         if latent not in ('mean', 'sample'):
             raise ValueError(f"latent must be 'mean' or 'sample', got {latent!r}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be 'registered' or 'released', got "
+                             f'{resize_mode!r}')
         if processing_resolution < 0:
             raise ValueError('processing_resolution must be >= 0 (0 = native size)')
         if 0 < processing_resolution < VAE_FACTOR:
@@ -345,11 +453,11 @@ class LotusEngine:
                 raise ModelLoadError(
                     f'Lotus checkpoint {model}: text encoder width {embedding.shape[-1]} != '
                     f'unet cross_attention_dim {cfg.cross_attention_dim}')
-            space = _depth_space(str(model), folder, depth_space) if name == 'depth' else None
-            loaded.append((name, unet, vae, embedding, space))
+            decision = _depth_space(str(model), folder, depth_space) if name == 'depth' else None
+            loaded.append((name, unet, vae, embedding, decision))
             gc.collect()
 
-        space = next((s for n, _, _, _, s in loaded if n == 'depth'), None)
+        space, space_reason = next((d for n, _, _, _, d in loaded if n == 'depth'), (None, None))
         vaes: list[torch.nn.Module] = []
         tasks: dict[str, _Task] = {}
         for name, unet, vae, embedding, _ in loaded:
@@ -372,31 +480,20 @@ class LotusEngine:
         engine = cls(device=dev, dtype=dt, vaes=vaes, tasks=tasks, depth_space=space,
                      processing_resolution=processing_resolution, resample=resample,
                      latent=latent, seed=seed, stage_timing=stage_timing, layout=layout,
-                     batch_decode=dev.type == 'cuda' if batch_decode is None else batch_decode)
+                     batch_decode=dev.type == 'cuda' if batch_decode is None else batch_decode,
+                     resize_mode=resize_mode, depth_space_reason=space_reason)
         if warmup:
             engine._warmup(warmup)
         return engine
 
     def _warmup(self, warmup: bool | tuple[int, int]) -> None:
-        if isinstance(warmup, tuple):
-            shape, resolution = warmup, self.processing_resolution
-        elif self.device.type == 'cuda':
-            shape, resolution = (480, 640), self.processing_resolution
-        else:
-            shape, resolution = (64, 64), 0
-        image = np.full((*shape, 3), 128, np.uint8)
+        image, resolution = warmup_frame(warmup, self.device, self.processing_resolution)
         self._run(image[None], ('depth', 'normal'), resolution)
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def memory_stats(self) -> dict[str, float]:
-        """Return CUDA memory in MB ({} on CPU, where the process RSS is the measure)."""
-        if self.device.type != 'cuda':
-            return {}
-        mb = 1024.0 * 1024.0
-        return {'allocated_mb': torch.cuda.memory_allocated(self.device) / mb,
-                'reserved_mb': torch.cuda.memory_reserved(self.device) / mb,
-                'peak_mb': torch.cuda.max_memory_allocated(self.device) / mb}
+        return cuda_memory_stats(self.device)
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True,
                 normal: bool = True) -> Prediction:
@@ -404,7 +501,8 @@ class LotusEngine:
         Predict depth and/or normals for one HxWx3 uint8 RGB image.
 
         Steps (as in the released code): x = rgb / 127.5 - 1; resize so the longer side is the
-        processing resolution (bilinear, antialiased, truncated sizes, no padding); z = VAE
+        processing resolution (bilinear, antialiased, no padding; sizes from
+        `model_input_size`: truncated as released, or multiples of 8 when registered); z = VAE
         posterior mean * scaling factor; y = UNet(z, t=999, empty-prompt embedding, task
         embedding); image = clamp(decode(y / scaling) * 0.5 + 0.5, 0, 1); resize back to HxW
         (nearest-exact by default); depth = channel mean, normal = 2 * image - 1. Tasks not
@@ -444,7 +542,7 @@ class LotusEngine:
         if height < VAE_FACTOR or width < VAE_FACTOR:
             raise ValueError(f'rgb is {height}x{width}; both sides must be at least '
                              f'{VAE_FACTOR} pixels')
-        h, w = processing_size(height, width, self.processing_resolution)
+        h, w = self.model_input_size(height, width)
         if h < VAE_FACTOR or w < VAE_FACTOR:
             raise ValueError(f'rgb of {height}x{width} at processing resolution '
                              f'{self.processing_resolution} gives a {h}x{w} model input; it must '
@@ -472,7 +570,7 @@ class LotusEngine:
         # One host-to-device copy of the uint8 frame(s); everything else stays on the device.
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        h, w = processing_size(height, width, resolution)
+        h, w = self._input_size(height, width, resolution)
         if (h, w) != (height, width):
             x = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False,
                               antialias=True)

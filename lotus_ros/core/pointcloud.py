@@ -145,6 +145,13 @@ def rgb_to_float(rgb: np.ndarray) -> np.ndarray:
     return packed.view(np.float32)
 
 
+def float_to_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of rgb_to_float: N float32 (0x00RRGGBB bits) -> Nx3 uint8 RGB."""
+    bits = np.asarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255],
+                    axis=-1).astype(np.uint8)
+
+
 def _check(name: str, arr: np.ndarray | None, h: int, w: int) -> None:
     if arr is not None and np.shape(arr)[:2] != (h, w):
         raise ValueError(f'{name} must be {h}x{w}x3, got shape {np.shape(arr)}')

@@ -166,14 +166,18 @@ def build_text_encoder(size: str = 'tiny', seed: int = 0):
 
 
 def _write_components(folder: Path, size: str, seed: int, vae_seed: int,
-                      **unet_kwargs) -> None:
+                      weights_dtype: torch.dtype = torch.float32, **unet_kwargs) -> None:
     """Write tokenizer, VAE, UNet and text encoder one at a time (bounds memory at full size)."""
+    if weights_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f'weights_dtype must be a float dtype, got {weights_dtype!r}')
     folder.mkdir(parents=True, exist_ok=True)
     _write_tokenizer(folder / 'tokenizer')
     for name, build, component_seed in (('vae', build_vae, vae_seed), ('unet', build_unet, seed),
                                          ('text_encoder', build_text_encoder, seed + 1)):
         kwargs = unet_kwargs if name == 'unet' else {}
         module = build(size, component_seed, **kwargs)
+        # torch's own cast: diffusers' .to() warns about fp32-only modules these models lack.
+        torch.nn.Module.to(module, weights_dtype)
         module.save_pretrained(folder / name, safe_serialization=True)
         del module
 
@@ -222,7 +226,8 @@ _MARIGOLD_SCHEDULERS = {
 
 def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
                       vae_seed: int = 0, depth_space: str | None = None,
-                      generative: bool = False) -> Path:
+                      generative: bool = False, pipeline_class: str | None = None,
+                      weights_dtype: torch.dtype = torch.float32) -> Path:
     """
     Write a random-weight Lotus-D (or, `generative`, Lotus-G) checkpoint and return its path.
 
@@ -230,16 +235,22 @@ def save_random_lotus(folder: str | Path, *, size: str = 'tiny', seed: int = 0,
     checkpoints written with the same `vae_seed` carry identical VAEs like the published depth
     and normal checkpoints do. `depth_space` ('disparity' or 'depth') is recorded in
     model_index.json as a hint for the engine. Lotus-G gets the 8-input-channel UNet and the
-    released DDIM scheduler config.
+    released DDIM scheduler config. `pipeline_class` is model_index.json's `_class_name`
+    (default LotusDPipeline / LotusGPipeline): the published repos name classes from the
+    authors' code that diffusers lacks (lotus-depth-d-v2-0-disparity and lotus-normal-d-v1-1:
+    'DirectRegressionPipeline'; lotus-depth-d-v1-0/-v1-1: 'LotusDPipeline').
+    `weights_dtype=torch.float16` stores fp16 tensors under the plain file names, as the
+    published repos do.
     """
     _check_size(size)
     if depth_space not in (None, 'disparity', 'depth'):
         raise ValueError(f"depth_space must be 'disparity', 'depth' or None, got {depth_space!r}")
     folder = Path(folder)
-    _write_components(folder, size, seed, vae_seed, in_channels=8 if generative else 4)
+    _write_components(folder, size, seed, vae_seed, weights_dtype,
+                      in_channels=8 if generative else 4)
     if generative:
         _write_scheduler(folder, 'DDIMScheduler', _LOTUS_G_SCHEDULER)
-    _write_index(folder, 'LotusGPipeline' if generative else 'LotusDPipeline',
+    _write_index(folder, pipeline_class or ('LotusGPipeline' if generative else 'LotusDPipeline'),
                  'DDIMScheduler' if generative else None,
                  {} if depth_space is None else {'depth_space': depth_space})
     return folder

@@ -26,10 +26,7 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -39,15 +36,19 @@ import yaml
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
 from lotus_ros.core.stamps import seconds_to_ns, stamp_to_ns
-from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.demo.synthetic import (
+    LOG_OFFSETS_NS,
+    SyntheticFrame,
+    render_sequence,
+    write_sequence_bag,
+)
+from lotus_ros.ros.parameters import load_parameter_files
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
 NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
 NODE_NAME = 'lotus'
 REMAPS = {'image': bag_io.TOPIC_IMAGE, 'camera_info': bag_io.TOPIC_CAMERA_INFO,
           'sparse_depth': bag_io.TOPIC_SPARSE_DEPTH}
-OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'depth/colored', 'normal/image',
-                 'normal/colored', 'points', 'alignment')
 TINY_NOTE = ('**Smoke run on tiny random-weight models (--tiny): every depth, normal, scale and '
              'error value below is meaningless.** It only shows that the pipeline runs end to '
              'end over real ROS 2 topics.')
@@ -69,17 +70,6 @@ def node_executable() -> Path:
         raise DemoError('lotus_node is not installed in a sourced workspace. Run `make build` and '
                         '`source scripts/env.sh` (or just `make demo`).', 2)
     return path
-
-
-def ros_environment(domain_id: int) -> dict[str, str]:
-    """Return os.environ plus a private domain, local discovery and the big-message profile."""
-    env = dict(os.environ)
-    env['ROS_DOMAIN_ID'] = str(domain_id)
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    profile = installed.share_file('config', 'fastdds_profile.xml')
-    if profile is not None:
-        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
-    return env
 
 
 def resolve_model(name: str, what: str) -> str:
@@ -114,7 +104,8 @@ def tiny_models(folder: Path) -> tuple[str, str]:
     depth = folder / 'lotus-depth-d-tiny-disparity'
     normal = folder / 'lotus-normal-d-tiny'
     shutil.rmtree(folder, ignore_errors=True)
-    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0)
+    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0,
+                      pipeline_class='DirectRegressionPipeline')
     save_random_lotus(normal, size='tiny', seed=1, vae_seed=0)
     return str(depth), str(normal)
 
@@ -151,33 +142,6 @@ def write_params_file(path: Path, params: dict[str, Any]) -> Path:
     return path
 
 
-def start_node(params_files: list[Path], env: dict[str, str], log_path: Path,
-               remaps: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start lotus_node as its own process; stdout and stderr go to log_path."""
-    command = [sys.executable, str(node_executable()), '--ros-args']
-    for params_file in params_files:
-        command += ['--params-file', str(params_file)]
-    for source, target in (REMAPS if remaps is None else remaps).items():
-        command += ['-r', f'{source}:={target}']
-    log = open(log_path, 'w')  # noqa: SIM115 - owned by the process, closed in stop_node
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_file = log  # type: ignore[attr-defined]
-    return proc
-
-
-def stop_node(proc: subprocess.Popen, timeout: float = 5.0) -> int:
-    """Send SIGINT (Ctrl-C) and wait; kill only if it does not stop in time."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    proc.log_file.close()  # type: ignore[attr-defined]
-    return proc.returncode
-
-
 # -- recording -----------------------------------------------------------------------------
 @dataclass
 class Received:
@@ -192,66 +156,14 @@ class Recording:
     diagnostics: list[Any] = field(default_factory=list)
 
 
-class OutputRecorder:
-    """Subscribe to every node output in this process (own context, spun in a thread)."""
+def _record(client) -> Recording:
+    """Every output a node_process.Client received, with wall receive times (time.time())."""
+    from lotus_ros.ros.outputs import output_types
 
-    def __init__(self, domain_id: int, namespace: str = ''):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image, PointCloud2
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node('lotus_demo_recorder', context=self.context)
-        self.recording = Recording()
-        self._lock = threading.Lock()
-        types: dict[str, type] = {name: Image for name in OUTPUT_TOPICS}
-        types['points'] = PointCloud2
-        try:
-            from lotus_ros.msg import DepthAlignment
-
-            types['alignment'] = DepthAlignment
-        except ImportError:  # not built: the node cannot publish it either
-            del types['alignment']
-        prefix = '/' + namespace.strip('/') if namespace.strip('/') else ''
-        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        for name, cls in types.items():
-            self.recording.outputs[name] = []
-            self.node.create_subscription(cls, f'{prefix}/{name}', self._store(name), qos)
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _store(self, name: str):
-        def callback(msg) -> None:
-            with self._lock:
-                self.recording.outputs[name].append(Received(time.monotonic(), msg))
-        return callback
-
-    def _diagnostics(self, msg) -> None:
-        with self._lock:
-            self.recording.diagnostics.append(msg)
-
-    def _spin(self) -> None:
-        while self._running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def count(self, name: str) -> int:
-        with self._lock:
-            return len(self.recording.outputs.get(name, []))
-
-    def close(self) -> None:
-        self._running = False
-        self._thread.join(timeout=2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+    return Recording(
+        outputs={name: [Received(w, m) for w, m in client.timed('/' + name)]
+                 for name in output_types()},
+        diagnostics=client.messages('/diagnostics'))
 
 
 def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_images: int,
@@ -262,51 +174,49 @@ def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_ima
 
     Raises DemoError if the node dies (e.g. the model cannot load) or outputs stop coming.
     """
+    from diagnostic_msgs.msg import DiagnosticArray
+
     from lotus_ros.bags.player import Progress, play_bag
+    from lotus_ros.demo.node_process import Client, NodeProcess, ros_environment
+    from lotus_ros.ros.outputs import output_types
 
     env = ros_environment(domain_id)
     env.update(env_extra or {})
-    for key in ('FASTDDS_DEFAULT_PROFILES_FILE', 'ROS_AUTOMATIC_DISCOVERY_RANGE'):
-        if key in env:  # this process's participant must use the same transports
-            os.environ[key] = env[key]
-    node = start_node(params_files, env, log_path)
-    recorder = None
+    node_executable()
+    node = NodeProcess(log_path, env, params_files=params_files, remaps=REMAPS)
+    client = Client(domain_id, 'lotus_demo_recorder')
     try:
-        recorder = OutputRecorder(domain_id)
-
-        def node_died() -> bool:
-            return node.poll() is not None
-
-        import rclpy
-
-        player = rclpy.create_node('lotus_demo_player', context=recorder.context)
+        qos = Client.reliable(100)
+        for name, msg_type in output_types().items():
+            client.subscribe(msg_type, '/' + name, qos)
+        client.subscribe(DiagnosticArray, '/diagnostics', 10)
         deadline = time.monotonic() + 120.0
         # The node creates its publishers once the model is loaded.
-        while not player.get_publishers_info_by_topic('/depth/relative'):
-            if node_died():
+        while not client.node.get_publishers_info_by_topic('/depth/relative'):
+            if not node.alive():
                 raise DemoError(_node_failure(log_path), 4)
             if time.monotonic() > deadline:
                 raise DemoError('the node did not come up within 120 s; see ' + str(log_path))
             time.sleep(0.1)
-        recording = recorder.recording
+        publish_wall: dict[int, float] = {}
 
         def on_publish(message: bag_io.BagMessage) -> None:
             if message.topic == bag_io.TOPIC_IMAGE:
-                recording.image_publish_wall[message.timestamp] = time.monotonic()
+                publish_wall[message.timestamp] = time.time()
 
-        play_bag(player, bag, rate=rate, clock=True, wait=30.0, linger=0.0, progress=progress,
-                 should_stop=node_died, on_publish=on_publish)
+        play_bag(client.node, bag, rate=rate, clock=True, wait=30.0, linger=0.0,
+                 progress=progress, should_stop=lambda: not node.alive(), on_publish=on_publish)
         bar = Progress(num_images, 'outputs') if progress else None
         deadline = time.monotonic() + timeout
         last = -1
         while True:
-            done = recorder.count('depth/relative')
+            done = client.count('/depth/relative')
             if bar is not None and done != last:
                 bar.update(done)
                 last = done
             if done >= num_images:
                 break
-            if node_died():
+            if not node.alive():
                 raise DemoError(_node_failure(log_path), 4)
             if time.monotonic() > deadline:
                 raise DemoError(f'only {done} of {num_images} frames came out within '
@@ -316,16 +226,16 @@ def run_pipeline(bag: Path, params_files: list[Path], *, domain_id: int, num_ima
         # nothing new arrives for half a second.
         total, settled = -1, time.monotonic()
         while time.monotonic() - settled < 0.5 and time.monotonic() < deadline + 5.0:
-            now_total = sum(recorder.count(name) for name in OUTPUT_TOPICS)
+            now_total = sum(client.count('/' + name) for name in output_types())
             if now_total != total:
                 total, settled = now_total, time.monotonic()
             time.sleep(0.05)
-        player.destroy_node()
+        recording = _record(client)
+        recording.image_publish_wall = publish_wall
         return recording
     finally:
-        if recorder is not None:
-            recorder.close()
-        stop_node(node)
+        client.close()
+        node.stop()
 
 
 def _node_failure(log_path: Path) -> str:
@@ -343,17 +253,13 @@ def _image_array(msg) -> np.ndarray:
 
 def cloud_points(msg) -> tuple[np.ndarray, np.ndarray | None]:
     """Return finite xyz (N x 3) and their rgb (N x 3 uint8) if the cloud has colour."""
-    from lotus_ros.core.pointcloud import CloudField, cloud_dtype
+    from lotus_ros.core.pointcloud import float_to_rgb
+    from lotus_ros.ros.clouds import cloud_to_array
 
-    fields = [CloudField(f.name, f.offset, f.datatype, f.count) for f in msg.fields]
-    data = np.frombuffer(bytes(msg.data), cloud_dtype(fields, msg.point_step))
+    data = cloud_to_array(msg)
     xyz = np.stack([data['x'], data['y'], data['z']], axis=1).astype(np.float32)
     ok = np.isfinite(xyz).all(axis=1)
-    rgb = None
-    if 'rgb' in data.dtype.names:
-        packed = data['rgb'].view(np.uint32)[ok]
-        rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255],
-                       axis=1).astype(np.uint8)
+    rgb = float_to_rgb(data['rgb'][ok]) if 'rgb' in data.dtype.names else None
     return xyz[ok], rgb
 
 
@@ -472,7 +378,7 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     latencies = []
     for item in relative:
         sent = recording.image_publish_wall.get(
-            stamp_to_ns(item.msg.header.stamp) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+            stamp_to_ns(item.msg.header.stamp) + LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
         if sent is not None:
             latencies.append(item.wall - sent)
     abs_rel, coverage, scale_err = [], [], []
@@ -520,13 +426,11 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
 
 
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None, extra_params: list[str]) -> str:
+                     sheets: list[str], ply: str | None) -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
     models_line = f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}`'
-    if extra_params:
-        models_line += f' (unless overridden by --params {" ".join(extra_params)})'
     lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
@@ -593,7 +497,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                              scene=args.scene)
     bag = out / 'sequence_bag'
     shutil.rmtree(bag, ignore_errors=True)
-    bag_io.write_sequence_bag(frames, bag, storage=args.storage)
+    write_sequence_bag(frames, bag, storage=args.storage)
 
     print('[2/4] Preparing the models ...', flush=True)
     if args.tiny:
@@ -611,6 +515,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         params_files.append(base)
     params_files.append(write_params_file(out / 'demo_params.yaml', params))
     params_files += [Path(p) for p in args.params]
+    try:  # the parameters the node will get: the --params files may change the models
+        node_params = load_parameter_files(params_files, node_name=NODE_NAME, namespace='/')
+    except (OSError, ValueError) as exc:
+        raise DemoError(f'cannot read the parameter files: {exc}', 2) from exc
+    models = (node_params.get('depth_model', ''), node_params.get('normal_model', ''))
 
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
@@ -633,8 +542,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
-    text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
-                            sheets=sheets, ply=ply, extra_params=args.params)
+    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply)
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')

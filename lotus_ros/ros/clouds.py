@@ -1,5 +1,5 @@
 """
-PackedCloud <-> sensor_msgs/PointCloud2, and PointCloud2 -> Nx3 xyz for sparse alignment input.
+PackedCloud -> sensor_msgs/PointCloud2, and the one decoder of PointCloud2 (any layout).
 
 Decoding validates what a foreign driver can get wrong (missing fields, steps that do not fit the
 data, odd datatypes) and raises CloudError with a reason key, like the image conversions do.
@@ -16,6 +16,9 @@ from lotus_ros.core.pointcloud import PackedCloud
 from lotus_ros.ros.images import as_byte_array
 
 _XYZ_TYPES = {PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
+_NUMPY_TYPES = {PointField.INT8: 'i1', PointField.UINT8: 'u1', PointField.INT16: 'i2',
+                PointField.UINT16: 'u2', PointField.INT32: 'i4', PointField.UINT32: 'u4',
+                **_XYZ_TYPES}
 MAX_POINTS = 20_000_000
 
 
@@ -42,27 +45,32 @@ def packed_to_msg(cloud: PackedCloud, header=None) -> PointCloud2:
     return msg
 
 
-def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
-    """Return the finite points of a PointCloud2 as float64 Nx3 (any layout, any endianness)."""
+def cloud_to_array(msg: PointCloud2, required: tuple[str, ...] = ('x', 'y', 'z')
+                   ) -> np.ndarray:
+    """
+    Return every point of a PointCloud2 as a structured array (height*width,) of its fields.
+
+    The one PointCloud2 decoder: any layout, any endianness, padding between fields; fields
+    with count != 1 or an unknown datatype are left out. `required` fields must be there.
+    """
     h, w = int(msg.height), int(msg.width)
-    if h * w == 0:
-        return np.zeros((0, 3))
     if h * w > MAX_POINTS:
         raise CloudError('size', f'cloud of {w}x{h} points is implausibly large')
-    fields = {f.name: f for f in msg.fields}
-    missing = [n for n in 'xyz' if n not in fields]
+    fields = {f.name: f for f in msg.fields if f.count == 1 and f.datatype in _NUMPY_TYPES}
+    missing = [n for n in required if n not in fields]
     if missing:
         raise CloudError('fields', f"cloud has no field(s) {', '.join(missing)}")
     ps, rs = int(msg.point_step), int(msg.row_step)
     order = '>' if msg.is_bigendian else '<'
-    for n in 'xyz':
-        f = fields[n]
-        if f.datatype not in _XYZ_TYPES:
-            raise CloudError('fields', f'cloud field {n} has datatype {f.datatype}, '
-                             'expected FLOAT32 or FLOAT64')
-        if f.offset + np.dtype(_XYZ_TYPES[f.datatype]).itemsize > ps:
-            raise CloudError('step', f'cloud field {n} at offset {f.offset} does not fit in '
-                             f'point_step {ps}')
+    for f in fields.values():
+        if f.offset + np.dtype(_NUMPY_TYPES[f.datatype]).itemsize > ps:
+            raise CloudError('step', f'cloud field {f.name} at offset {f.offset} does not fit '
+                             f'in point_step {ps}')
+    dt = np.dtype({'names': list(fields),
+                   'formats': [order + _NUMPY_TYPES[f.datatype] for f in fields.values()],
+                   'offsets': [int(f.offset) for f in fields.values()], 'itemsize': ps})
+    if h * w == 0:
+        return np.zeros(0, dt)
     if rs < ps * w:
         raise CloudError('step', f'row_step {rs} < point_step*width = {ps * w}')
     n_bytes = len(msg.data)
@@ -73,10 +81,16 @@ def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
     if buf.size < rs * h:
         buf = np.concatenate([buf, np.zeros(rs * h - buf.size, np.uint8)])
     rows = buf[:rs * h].reshape(h, rs)[:, :ps * w]
-    dt = np.dtype({'names': list('xyz'),
-                   'formats': [order + _XYZ_TYPES[fields[n].datatype] for n in 'xyz'],
-                   'offsets': [int(fields[n].offset) for n in 'xyz'], 'itemsize': ps})
-    pts = np.ascontiguousarray(rows).view(dt).reshape(-1)
+    return np.ascontiguousarray(rows).view(dt).reshape(-1)
+
+
+def cloud_to_xyz(msg: PointCloud2) -> np.ndarray:
+    """Return the finite points of a PointCloud2 as float64 Nx3 (sparse alignment input)."""
+    for f in msg.fields:
+        if f.name in 'xyz' and len(f.name) == 1 and f.datatype not in _XYZ_TYPES:
+            raise CloudError('fields', f'cloud field {f.name} has datatype {f.datatype}, '
+                             'expected FLOAT32 or FLOAT64')
+    pts = cloud_to_array(msg)
     xyz = np.stack([pts['x'], pts['y'], pts['z']], axis=1).astype(np.float64)
     return xyz[np.isfinite(xyz).all(axis=1)]
 

@@ -58,15 +58,14 @@ class StartupError(Exception):
 class LotusNode(Node):
     def __init__(self, **kwargs):
         super().__init__('lotus', **kwargs)
-        self.params = declare_parameters(self)
-        for name, value in self.params.items():
+        p = declare_parameters(self)
+        for name, value in p.items():
             reason = validate(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
-        reason = validate_set(self.params)
+        reason = validate_set(p)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
-        p = self.params
 
         try:
             engine = load_engine(p)
@@ -338,6 +337,9 @@ class LotusNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():
+        # Under ros2 launch (or into a log file) the loaders' progress bars become empty lines.
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
     try:
         rclpy.init(args=args)
     except Exception as e:  # bad --ros-args: rcl already said which one

@@ -94,14 +94,14 @@ class FrameProcessor:
         # CUDA engines hand their predictions over on the device (core.device_render).
         self.device_outputs = str(engine.device).startswith('cuda')
         self._device_renderer = None
+        # non-zero distortion is reported once, not every frame (the node logs problems)
+        self._warned_distortion = False
 
     # -- configuration ---------------------------------------------------------------------
-    def _depth_space(self, params: dict[str, Any]) -> str:
-        return params.get('depth_space') or self.engine.depth_space or 'disparity'
-
     @property
     def depth_space(self) -> str:
-        return self._depth_space(self.params)
+        # The engine resolved it (depth_space parameter, else the checkpoint's signals).
+        return self.engine.depth_space or 'disparity'
 
     @staticmethod
     def _alignment_enabled(params: dict[str, Any]) -> bool:
@@ -114,7 +114,7 @@ class FrameProcessor:
     def _make_aligner(self, params: dict[str, Any]) -> MetricAligner:
         fixed = params['alignment.fixed_scale']
         return MetricAligner(
-            space=self._depth_space(params), mode=params['alignment.mode'],
+            space=self.depth_space, mode=params['alignment.mode'],
             z_min=params['alignment.z_min'], z_max=params['alignment.z_max'],
             max_age=params['alignment.max_age'],
             fixed_scale=fixed if fixed != 0.0 else None,
@@ -124,8 +124,7 @@ class FrameProcessor:
             measurement_floor=params['alignment.measurement_floor'])
 
     def _aligner_for(self, job: FrameJob) -> MetricAligner:
-        key = (job.epoch, self._depth_space(job.params),
-               *(job.params[k] for k in _ALIGN_KEYS))
+        key = (job.epoch, *(job.params[k] for k in _ALIGN_KEYS))
         if key != self._aligner_key:
             self._aligner, self._aligner_key = self._make_aligner(job.params), key
         return self._aligner
@@ -154,21 +153,36 @@ class FrameProcessor:
         if isinstance(msg, CompressedImage):
             return compressed_to_rgb(msg)
         return image_to_rgb(msg)
+
     def _intrinsics(self, info: CameraInfo | None, w: int, h: int,
                     res: FrameResult) -> Intrinsics | None:
         if info is None:
             res.problems.append(('no_camera_info', 'no camera_info matches the image stamp; '
                                  'points and point-type sparse input are skipped'))
             return None
-        if (info.width, info.height) != (w, h):
-            res.problems.append(('camera_info_size', f'camera_info is {info.width}x{info.height} '
-                                 f'but the image is {w}x{h}'))
-            return None
+        roi = info.roi
         try:
-            return intrinsics_from_camera_info(list(info.k), list(info.p), w, h)
+            intr = intrinsics_from_camera_info(
+                list(info.k), list(info.p), info.width, info.height, binning_x=info.binning_x,
+                binning_y=info.binning_y,
+                roi=(roi.x_offset, roi.y_offset, roi.width, roi.height))
         except ValueError as e:
             res.problems.append(('camera_info_intrinsics', f'camera_info rejected: {e}'))
             return None
+        if (intr.width, intr.height) != (w, h):
+            res.problems.append((
+                'camera_info_size', f'camera_info describes a {intr.width}x{intr.height} image '
+                f'({info.width}x{info.height}, roi {roi.width}x{roi.height}+{roi.x_offset}+'
+                f'{roi.y_offset}, binning {info.binning_x}x{info.binning_y}) but the image is '
+                f'{w}x{h}'))
+            return None
+        if not self._warned_distortion and any(c != 0.0 for c in info.d):
+            self._warned_distortion = True
+            res.problems.append((
+                'camera_info_distorted', f'camera_info has non-zero distortion {list(info.d)} '
+                f'({info.distortion_model}); depth and points assume a rectified image (use '
+                'image_proc rectify and its camera_info). Warned once'))
+        return intr
 
     def _sparse_depth(self, msg: Image, w: int, h: int, res: FrameResult) -> np.ndarray | None:
         try:
@@ -328,7 +342,7 @@ class FrameProcessor:
             lo, hi = p['visualization.depth_min'], p['visualization.depth_max']
             frame.depth_colors(view, colormap=p['visualization.colormap'],
                                value_range=(lo, hi) if metric and (lo or hi) else None,
-                               flip_relative=self._depth_space(p) == 'disparity')
+                               flip_relative=self.depth_space == 'disparity')
         if state is not None and 'alignment' in wanted and self.alignment_type is not None:
             out['alignment'] = self._alignment_msg(state, header)
         t3 = time.perf_counter()

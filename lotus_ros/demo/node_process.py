@@ -1,0 +1,205 @@
+"""
+The installed lotus_node as its own process, and an rclpy client that feeds and records it.
+
+The demo, the node benchmark and the node tests all run the node this way (a private
+ROS_DOMAIN_ID, local discovery, the big-message Fast DDS profile), so they exercise what
+`ros2 run lotus_ros lotus_node` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from lotus_ros import installed
+
+# What a participant of this process must share with the node's to see its topics.
+TRANSPORT_KEYS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Return os.environ plus a private domain, local discovery and the big-message profile."""
+    env = dict(os.environ)
+    env['ROS_DOMAIN_ID'] = str(domain_id)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    profile = installed.share_file('config', 'fastdds_profile.xml')
+    if profile is not None:
+        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    return env
+
+
+def parameter_value(value: Any) -> str:
+    """Spell a value for `-p name:=value` as ros2 run parses it."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
+
+
+def node_command() -> list[str]:
+    """Return the installed executable, else the node module of the source tree (not built)."""
+    exe = installed.node_executable()
+    return [sys.executable, str(exe)] if exe is not None else \
+        [sys.executable, '-m', 'lotus_ros.ros.node']
+
+
+class NodeProcess:
+    """lotus_node with --ros-args; stdout and stderr go to `log_path`."""
+
+    def __init__(self, log_path: Path, env: dict[str, str], *,
+                 params_files: tuple[Path, ...] | list[Path] = (),
+                 params: dict[str, Any] | None = None, remaps: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        args = node_command() + ['--ros-args']
+        for params_file in params_files:
+            args += ['--params-file', str(params_file)]
+        for name, value in (params or {}).items():
+            args += ['-p', f'{name}:={parameter_value(value)}']
+        for source, target in (remaps or {}).items():
+            args += ['-r', f'{source}:={target}']
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, 'wb')  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=None if cwd is None else str(cwd))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors='replace')
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024.0
+        return float('nan')
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process (all its threads); NaN without /proc."""
+        try:
+            with open(f'/proc/{self.proc.pid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            return float('nan')
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> tuple[int | None, float]:
+        """Send `sig`; return (exit code, seconds until exit), or (None, timeout) and kill."""
+        if not self.alive():
+            self._log.close()
+            return self.proc.returncode, 0.0
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None, timeout
+        finally:
+            self._log.close()
+        return rc, time.monotonic() - t0
+
+
+class Client:
+    """An rclpy node in its own context and domain, spun in a background thread."""
+
+    def __init__(self, domain: int, name: str = 'lotus_client'):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        # This process's participant must use the same transports as the node's.
+        os.environ.update({k: v for k, v in ros_environment(domain).items()
+                           if k in TRANSPORT_KEYS})
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the context was shut down under us at close()
+            pass
+
+    @staticmethod
+    def reliable(depth: int = 50):
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE)
+
+    def publisher(self, msg_type, topic: str, qos=None):
+        return self.node.create_publisher(msg_type, topic, qos or self.reliable(10))
+
+    def subscribe(self, msg_type, topic: str, qos=None, *, raw: bool = False,
+                  record: Callable[[Any], Any] | None = None):
+        """
+        Record (wall receive time, message) per topic.
+
+        raw=True keeps the serialized bytes; `record` keeps what it returns instead of the
+        message (a benchmark keeps only stamps, not megabytes of clouds).
+        """
+        self.received.setdefault(topic, [])
+
+        def callback(msg, topic=topic):
+            kept = bytes(msg) if raw else msg if record is None else record(msg)
+            with self._lock:
+                self.received[topic].append((time.time(), kept))
+        return self.node.create_subscription(msg_type, topic, callback, qos or self.reliable(50),
+                                             raw=raw)
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return [m for _, m in self.received.get(topic, [])]
+
+    def timed(self, topic: str) -> list:
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return len(self.received.get(topic, []))
+
+    def clear(self) -> None:
+        with self._lock:
+            for v in self.received.values():
+                v.clear()
+
+    def wait_for_counts(self, counts: dict[str, int], timeout: float) -> bool:
+        """Wait until every topic has received at least its count of messages."""
+        return self.wait_for(lambda: all(self.count(t) >= n for t, n in counts.items()), timeout)
+
+    def wait_for(self, predicate, timeout: float = 10.0, period: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(period)
+        return predicate()
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
