@@ -265,9 +265,10 @@ class FrameProcessor:
                 groups.setdefault((job.rgb.shape, job.depth, job.normal), []).append(job)
         for (_, depth, normal), group in groups.items():
             t0 = time.perf_counter()
+            # asked only of CUDA engines: engines written before device_outputs still work
+            on_device = {'device_outputs': True} if self.device_outputs else {}
             preds = self.engine.predict_batch([job.rgb for job in group], depth=depth,
-                                              normal=normal,
-                                              device_outputs=self.device_outputs)
+                                              normal=normal, **on_device)
             ready = self._renderer().ready_event() if self.device_outputs else None
             elapsed = time.perf_counter() - t0
             for job, pred in zip(group, preds, strict=True):
