@@ -3,11 +3,14 @@ lotus_lifecycle_node driven the way Nav2's lifecycle_manager drives it: lifecycl
 
 The node runs as its own process with the model double, which reports to a file how many engines
 are alive and how many model calls it served; the client in this process calls change_state and
-get_state and watches the outputs.
+get_state and watches the outputs. One test runs the node in this process, with the real engine
+(tiny random weights), to see that cleanup leaves nothing holding it.
 """
 
+import gc
 import json
 import time
+import weakref
 
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from lotus_ros.ros.images import array_to_image
@@ -196,3 +200,32 @@ def test_runtime_parameters_outlive_cleanup_and_shutdown_from_inactive(lifecycle
     assert manager.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN), node.log()
     assert manager.state() == 'finalized'
     assert double.alive == 0
+
+
+def test_cleanup_lets_go_of_the_real_engine(tiny_lotus):
+    """In this process: after cleanup nothing references the Lotus engine that configure built."""
+    pytest.importorskip('torch')
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter as NodeParameter
+
+    from lotus_ros.ros.lifecycle_node import LotusLifecycleNode
+
+    context = Context()
+    rclpy.init(context=context, domain_id=next_domain())
+    overrides = {'depth_model': str(tiny_lotus['depth']),
+                 'normal_model': str(tiny_lotus['normal']), 'device': 'cpu',
+                 'processing_resolution': 64, 'local_files_only': True,
+                 'alignment.source': 'none'}
+    node = LotusLifecycleNode(context=context, parameter_overrides=[
+        NodeParameter(name, value=value) for name, value in overrides.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        engine = weakref.ref(node.engine)
+        (prediction,) = node.engine.predict_batch([RGB])  # a used engine, caches filled
+        assert prediction.depth.shape == RGB.shape[:2]
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert engine() is None, gc.get_referrers(engine())
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

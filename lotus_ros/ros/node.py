@@ -72,6 +72,7 @@ class LotusNode(Node):
         self.worker: threading.Thread | None = None
         self._running = False
         self._inputs: list = []
+        self._info_sub = None
         self.pubs: dict[str, Any] = {}
         self.diag_pub = None
         self._diag_timer = None
