@@ -157,3 +157,5 @@ def test_node_runs_at_native_resolution(tmp_path, tiny_lotus):
         node.stop()
     relative = image_to_array(client.messages('depth/relative')[0])
     assert relative.shape == (61, 83) and np.isfinite(relative).all()
+    # The log is no terminal (as under ros2 launch): no progress-bar lines from the loaders.
+    assert 'Loading weights' not in node.log() and 'it/s]' not in node.log()

@@ -91,18 +91,19 @@ class ModelDouble:
 
     has_depth = True
     has_uncertainty = False
-    depth_space = 'disparity'
     device = 'cpu'
     dtype = 'float32'
 
     def __init__(self, *, truth_path: str | None = None, delay: float = 0.0,
                  delay_per_image: float = 0.0, noise: float = 0.003, seed: int = 0,
-                 normal: bool = True, report_path: str | None = None):
+                 normal: bool = True, depth_space: str = 'disparity',
+                 report_path: str | None = None):
         self.delay = float(delay)
         self.delay_per_image = float(delay_per_image)
         self.noise = float(noise)
         self.rng = np.random.default_rng(seed)
         self.has_normal = bool(normal)
+        self.depth_space = depth_space
         self.calls = 0
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
@@ -173,4 +174,5 @@ def make_engine(params: dict) -> ModelDouble:
                        delay_per_image=float(env.get('LOTUS_DOUBLE_DELAY_PER_IMAGE', '0')),
                        noise=float(env.get('LOTUS_DOUBLE_NOISE', '0.003')),
                        normal=env.get('LOTUS_DOUBLE_NORMAL', '1') != '0',
+                       depth_space=params.get('depth_space') or 'disparity',
                        report_path=env.get('LOTUS_DOUBLE_REPORT') or None)

@@ -60,6 +60,35 @@ class Engine(Protocol):
         """Device memory in MB ({} where the process RSS is the measure)."""
 
 
+def cuda_memory_stats(device) -> dict[str, float]:
+    """CUDA memory of `device` in MB; {} on CPU, where the process RSS is the measure."""
+    if getattr(device, 'type', str(device)) != 'cuda':
+        return {}
+    import torch
+
+    mb = 1024.0 * 1024.0
+    return {'allocated_mb': torch.cuda.memory_allocated(device) / mb,
+            'reserved_mb': torch.cuda.memory_reserved(device) / mb,
+            'peak_mb': torch.cuda.max_memory_allocated(device) / mb}
+
+
+def warmup_frame(warmup: bool | tuple[int, int], device,
+                 resolution: int) -> tuple[np.ndarray, int]:
+    """
+    Return the (gray image, processing resolution) an engine runs once at load.
+
+    An explicit (height, width), else on CUDA a 480x640 frame at the engine's resolution (the
+    kernels a camera will need get picked and cached), else a small native-size frame on CPU.
+    """
+    if isinstance(warmup, tuple):
+        shape = warmup
+    elif getattr(device, 'type', str(device)) == 'cuda':
+        shape = (480, 640)
+    else:
+        shape, resolution = (64, 64), 0
+    return np.full((*shape, 3), 128, np.uint8), resolution
+
+
 # The engine's parameters under the node's names, for keys a caller leaves out (no checkpoint
 # is loaded unless named; the node's own defaults name the published ones).
 ENGINE_DEFAULTS: dict[str, Any] = {

@@ -83,15 +83,14 @@ class LotusNode(Node):
 
     def _configure(self) -> None:
         """Declare and check the parameters, load the engine, create the endpoints."""
-        self.params = declare_parameters(self)
-        for name, value in self.params.items():
+        p = declare_parameters(self)
+        for name, value in p.items():
             reason = validate(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
-        reason = validate_set(self.params)
+        reason = validate_set(p)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
-        p = self.params
 
         try:
             engine = load_engine(p)
@@ -162,7 +161,7 @@ class LotusNode(Node):
         """Start inference, publishing and diagnostics."""
         self._start_workers()
         self._diag_timer.reset()
-        engine, p = self.engine, self.params
+        engine, p = self.engine, self.processor.params
         self.get_logger().info(
             f'ready: device={engine.device} dtype={engine.dtype} depth={engine.has_depth} '
             f'normal={engine.has_normal} '
@@ -203,7 +202,7 @@ class LotusNode(Node):
 
     def _start_workers(self) -> None:
         """Start the inference worker on a fresh frame queue."""
-        p = self.params
+        p = self.processor.params
         self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
         self._running = True
         self.worker = threading.Thread(target=self._work, name='lotus_inference', daemon=True)
@@ -407,6 +406,9 @@ class LotusNode(Node):
 
 
 def main(args: list[str] | None = None, node_class: type[LotusNode] = LotusNode) -> int:
+    if not sys.stderr.isatty():
+        # Under ros2 launch (or into a log file) the loaders' progress bars become empty lines.
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
     try:
         rclpy.init(args=args)
     except Exception as e:  # bad --ros-args: rcl already said which one

@@ -70,7 +70,8 @@ class FrameProcessor:
     # -- configuration ---------------------------------------------------------------------
     @property
     def depth_space(self) -> str:
-        return self.params.get('depth_space') or self.engine.depth_space or 'disparity'
+        # The engine resolved it (depth_space parameter, else the checkpoint's signals).
+        return self.engine.depth_space or 'disparity'
 
     @property
     def alignment_enabled(self) -> bool:
