@@ -36,7 +36,13 @@ import yaml
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
 from lotus_ros.core.stamps import seconds_to_ns, stamp_to_ns
-from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.demo.synthetic import (
+    LOG_OFFSETS_NS,
+    SyntheticFrame,
+    render_sequence,
+    write_sequence_bag,
+)
+from lotus_ros.ros.parameters import load_parameter_files
 
 DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
 NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
@@ -372,7 +378,7 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     latencies = []
     for item in relative:
         sent = recording.image_publish_wall.get(
-            stamp_to_ns(item.msg.header.stamp) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+            stamp_to_ns(item.msg.header.stamp) + LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
         if sent is not None:
             latencies.append(item.wall - sent)
     abs_rel, coverage, scale_err = [], [], []
@@ -420,13 +426,11 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
 
 
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None, extra_params: list[str]) -> str:
+                     sheets: list[str], ply: str | None) -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
     models_line = f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}`'
-    if extra_params:
-        models_line += f' (unless overridden by --params {" ".join(extra_params)})'
     lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
@@ -493,7 +497,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                              scene=args.scene)
     bag = out / 'sequence_bag'
     shutil.rmtree(bag, ignore_errors=True)
-    bag_io.write_sequence_bag(frames, bag, storage=args.storage)
+    write_sequence_bag(frames, bag, storage=args.storage)
 
     print('[2/4] Preparing the models ...', flush=True)
     if args.tiny:
@@ -511,6 +515,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         params_files.append(base)
     params_files.append(write_params_file(out / 'demo_params.yaml', params))
     params_files += [Path(p) for p in args.params]
+    try:  # the parameters the node will get: the --params files may change the models
+        node_params = load_parameter_files(params_files, node_name=NODE_NAME, namespace='/')
+    except (OSError, ValueError) as exc:
+        raise DemoError(f'cannot read the parameter files: {exc}', 2) from exc
+    models = (node_params.get('depth_model', ''), node_params.get('normal_model', ''))
 
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
@@ -533,8 +542,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
-    text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
-                            sheets=sheets, ply=ply, extra_params=args.params)
+    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply)
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')
