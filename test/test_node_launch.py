@@ -23,8 +23,8 @@ from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
 
 LAUNCH_FILE = REPO / 'launch' / 'lotus.launch.py'
 REQUIRED = {'namespace', 'params_file', 'image', 'camera_info', 'sparse_depth', 'sparse_points',
-            'depth_model', 'normal_model', 'device', 'use_sim_time', 'log_level', 'lifecycle',
-            'autostart'}
+            'depth_model', 'normal_model', 'device', 'use_sim_time', 'log_level', 'rviz',
+            'lifecycle', 'autostart'}
 
 
 def test_launch_file_declares_the_arguments():
@@ -66,6 +66,7 @@ STAND_INS = {
     'launch.actions': {
         'DeclareLaunchArgument': _built('DeclareLaunchArgument', 'name', 'default_value',
                                         'description'),
+        'LogInfo': _built('LogInfo', 'msg'),
         'OpaqueFunction': _built('OpaqueFunction', 'function'),
         'EmitEvent': _built('EmitEvent', 'event'),
         'RegisterEventHandler': lambda event_handler: _built(
@@ -152,6 +153,24 @@ def test_launch_description_parses():
     desc = mod.generate_launch_description()
     names = {a.name for a in desc.entities if isinstance(a, DeclareLaunchArgument)}
     assert names == REQUIRED
+
+
+def test_rviz_starts_only_when_asked_and_installed():
+    mod = _load()
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from launch import LaunchContext
+    from launch_ros.actions import Node
+
+    try:
+        get_package_share_directory('rviz2')
+        installed = True
+    except PackageNotFoundError:
+        installed = False
+    for asked in ('false', 'true'):
+        context = LaunchContext()
+        context.launch_configurations.update(rviz=asked, use_sim_time='false')
+        started = [a for a in mod._rviz(context) if isinstance(a, Node)]
+        assert len(started) == (asked == 'true' and installed)
 
 
 @pytest.mark.parametrize('lifecycle', [False, True], ids=['plain', 'lifecycle_autostart'])
