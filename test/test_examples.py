@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lotus_ros.bags.bag_io import FRAME_ID
 from lotus_ros.core.pointcloud import pack_cloud
+from lotus_ros.demo.synthetic import FRAME_ID
 from lotus_ros.ros.outputs import OUTPUTS
 
 REPO = Path(__file__).resolve().parents[1]
