@@ -6,15 +6,29 @@ arguments override it only when given. Input topics are remapped from the node's
 (image, image/compressed, camera_info, sparse_depth, sparse_points); outputs appear under the
 namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true also opens RViz2
 with the package's config/lotus.rviz, when rviz2 is installed.
+
+lifecycle:=true starts lotus_lifecycle_node instead, unconfigured, for a lifecycle manager (Nav2's
+lifecycle_manager: README, Lifecycle); autostart:=true makes this launch file the manager
+instead: it requests configure and, once the node is inactive, activate.
 """
 
 import os
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 ARGUMENTS = (
     ('namespace', 'lotus', 'Namespace of the node and its outputs'),
@@ -30,11 +44,29 @@ ARGUMENTS = (
     ('use_sim_time', 'false', 'Use /clock (bag playback, simulation)'),
     ('log_level', 'info', 'Log level: debug, info, warn, error, fatal'),
     ('rviz', 'false', 'Also open RViz2 with config/lotus.rviz (when rviz2 is installed)'),
+    ('lifecycle', 'false', 'Run lotus_lifecycle_node (managed: configure/activate/deactivate/'
+     'cleanup) instead of lotus_node'),
+    ('autostart', 'false', 'With lifecycle: configure and activate it from this launch file '
+     '(leave false when a lifecycle manager drives the node)'),
 )
 
 
 def _is_true(value: str) -> bool:
     return value.strip().lower() in ('true', '1', 'yes')
+
+
+def _change_state(node: LifecycleNode, transition_id: int) -> EmitEvent:
+    return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                       transition_id=transition_id))
+
+
+def _autostart(node: LifecycleNode) -> list:
+    """Configure now; activate once, on the first configure that succeeds (as Nav2 brings up)."""
+    activate_when_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+        entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)], handle_once=True))
+    return [activate_when_configured, node,
+            _change_state(node, Transition.TRANSITION_CONFIGURE)]
 
 
 def _node(context):
@@ -49,9 +81,10 @@ def _node(context):
         if value:
             overrides[name] = '' if value == 'none' else value
     image = arg('image')
-    return [Node(
+    lifecycle = _is_true(arg('lifecycle'))
+    node = (LifecycleNode if lifecycle else Node)(
         package='lotus_ros',
-        executable='lotus_node',
+        executable='lotus_lifecycle_node' if lifecycle else 'lotus_node',
         name='lotus',
         namespace=arg('namespace'),
         output='screen',
@@ -65,7 +98,10 @@ def _node(context):
             ('sparse_points', arg('sparse_points')),
         ],
         ros_arguments=['--log-level', arg('log_level')],
-    )]
+    )
+    if lifecycle and _is_true(arg('autostart')):
+        return _autostart(node)
+    return [node]
 
 
 def _rviz(context):

@@ -3,18 +3,21 @@ The one engine interface: what a depth/normal backend offers the node, and how o
 
 The node, the bag tool and the benchmarks depend only on `Engine` and `Prediction`;
 `load_engine(params)` turns the node's parameter names into a backend, so every caller builds
-engines the same way.
+engines the same way; `release_memory()` frees what a dropped engine held.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import gc
 import importlib
+import sys
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ['ENGINE_DEFAULTS', 'Engine', 'ModelLoadError', 'Prediction', 'load_engine']
+__all__ = ['ENGINE_DEFAULTS', 'Engine', 'ModelLoadError', 'Prediction', 'load_engine',
+           'release_memory']
 
 
 class ModelLoadError(Exception):
@@ -126,3 +129,16 @@ def load_engine(params: dict[str, Any]) -> Engine:
     from lotus_ros.core.backends import build_engine
 
     return build_engine(p)
+
+
+def release_memory() -> None:
+    """
+    Free the memory of engines nobody references any more (call after dropping one).
+
+    gc collects the reference cycles torch modules form; the CUDA caching allocator keeps freed
+    blocks for reuse until empty_cache returns them to the driver (other processes see them).
+    """
+    gc.collect()
+    torch = sys.modules.get('torch')  # an engine that never imported torch holds no device memory
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -217,7 +217,12 @@ def validate_set(params: dict[str, Any]) -> str | None:
 
 
 def declare_parameters(node) -> dict[str, Any]:
-    """Declare every parameter on an rclpy node with descriptors; return the current values."""
+    """
+    Declare every parameter on an rclpy node with descriptors; return the current values.
+
+    Parameters already declared (a lifecycle node configured again after cleanup) keep their
+    declaration and their current value.
+    """
     from rcl_interfaces.msg import (
         FloatingPointRange,
         IntegerRange,
@@ -250,7 +255,10 @@ def declare_parameters(node) -> dict[str, Any]:
                     repr(c) for c in spec.choices)
         elif isinstance(d, list):
             desc.type = ParameterType.PARAMETER_DOUBLE_ARRAY
-        value = node.declare_parameter(spec.name, d, desc).value
+        if node.has_parameter(spec.name):
+            value = node.get_parameter(spec.name).value
+        else:
+            value = node.declare_parameter(spec.name, d, desc).value
         if isinstance(d, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         values[spec.name] = value

@@ -67,15 +67,20 @@ class FramePipeline:
     def running(self) -> bool:
         return self._running
 
-    def stop(self, timeout: float = 1.0) -> bool:
-        """Stop both stages; True when they ended within the timeout (a model call may not)."""
+    def stop(self, timeout: float | None = 1.0) -> bool:
+        """
+        Stop both stages; True when they ended within the timeout (a model call may not).
+
+        timeout None waits for the frame in flight; a frame inferred but not yet taken by the
+        finishing stage is dropped.
+        """
         self._running = False
         self.frames.close()
         with self._cond:
             self._cond.notify_all()
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
     # -- inference stage -------------------------------------------------------------------
