@@ -3,9 +3,10 @@ One frame in, output messages out: the node's work minus rclpy.
 
 The live node and the offline bag tool share this, so both produce byte-identical outputs for
 the same inputs. It decodes the image, runs the engine for the passes somebody wants, updates
-the metric alignment with whatever sparse depth was matched to the frame, and builds the
-sensor_msgs outputs with the input image's header (REP 117 semantics for depth: NaN invalid,
-+Inf beyond range; metres only while a metric scale is valid).
+the metric alignment with whatever sparse depth was matched to the frame (with
+temporal.stabilize: also the inter-frame stabiliser and the metric carry of core.temporal), and
+builds the sensor_msgs outputs with the input image's header (REP 117 semantics for depth: NaN
+invalid, +Inf beyond range; metres only while a metric scale is valid).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from lotus_ros.core.geometry import Intrinsics, backproject, intrinsics_from_cam
 from lotus_ros.core.normals import lotus_to_optical
 from lotus_ros.core.pointcloud import pack_cloud
 from lotus_ros.core.stamps import stamp_seconds
+from lotus_ros.core.temporal import (
+    MetricCarry,
+    MetricEstimate,
+    StabilizedFrame,
+    TemporalStabilizer,
+)
 from lotus_ros.core.visualization import colorize_depth, colorize_normals
 from lotus_ros.ros.clouds import CloudError, cloud_to_xyz, packed_to_msg, transform_points
 from lotus_ros.ros.frame_assembly import FrameInputs
@@ -36,12 +43,13 @@ from lotus_ros.ros.images import (
 )
 from lotus_ros.ros.messages import output_camera_info
 from lotus_ros.ros.outputs import OUTPUTS, alignment_type
-from lotus_ros.ros.parameters import defaults
+from lotus_ros.ros.parameters import SPECS, defaults
 
 DEPTH_PAIR = {'depth/image', 'depth/camera_info'}
 _ALIGN_KEYS = ('alignment.mode', 'alignment.z_min', 'alignment.z_max', 'alignment.max_age',
                'alignment.min_inliers', 'alignment.fixed_scale', 'alignment.fixed_shift',
                'alignment.process_noise', 'alignment.measurement_floor')
+_TEMPORAL_KEYS = tuple(spec.name for spec in SPECS if spec.name.startswith('temporal.'))
 
 
 @dataclass
@@ -52,6 +60,10 @@ class FrameResult:
     metric: bool = False
     # (reason key, human sentence) for throttled warnings and rejected-message counters
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # where the metric scale comes from ('sparse', 'carried', 'none') and how sure it is
+    estimate: MetricEstimate | None = None
+    # the stabiliser's view of the frame while temporal.stabilize is on
+    temporal: StabilizedFrame | None = None
 
 
 class FrameProcessor:
@@ -63,6 +75,7 @@ class FrameProcessor:
         if params:
             self.params.update(params)
         self.aligner = self._make_aligner()
+        self._make_temporal()
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
         self.alignment_type = alignment_type()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
@@ -88,21 +101,44 @@ class FrameProcessor:
             process_noise=p['alignment.process_noise'],
             measurement_floor=p['alignment.measurement_floor'])
 
+    def _make_temporal(self) -> None:
+        """Build a new stabiliser and metric carry while temporal.stabilize is on (else None)."""
+        p = self.params
+        if not p['temporal.stabilize']:
+            self.stabilizer = self.carry = None
+            return
+        self.stabilizer = TemporalStabilizer(time_constant=p['temporal.time_constant'],
+                                             jump=p['temporal.jump'],
+                                             reset_after=p['temporal.reset_after'])
+        self.carry = MetricCarry(mode=p['temporal.carry'],
+                                 max_uncertainty=p['temporal.carry_max_uncertainty'],
+                                 noise_density=p['temporal.carry_noise_density'])
+
     def reset(self) -> None:
         """Start the alignment filter again (time went backwards: its state is another run's)."""
         self.aligner = self._make_aligner()
+        self._make_temporal()
 
     def update_params(self, changes: dict[str, Any]) -> None:
-        """Apply already validated changes; alignment changes restart the filter."""
+        """
+        Apply already validated changes.
+
+        Alignment changes restart the filter and the temporal state built on it; temporal
+        changes restart only the stabiliser and the carry.
+        """
         self.params.update(changes)
         if any(k in _ALIGN_KEYS for k in changes):
             self.aligner = self._make_aligner()
+        if any(k in _ALIGN_KEYS or k in _TEMPORAL_KEYS for k in changes):
+            self._make_temporal()
 
     def enabled_outputs(self) -> set[str]:
         engine = self.engine
         out = {name for name, o in OUTPUTS.items() if self.params[o.toggle]
                and (engine.has_depth or not o.needs_depth)
-               and (engine.has_normal or not o.needs_normal)}
+               and (engine.has_normal or not o.needs_normal)
+               and (engine.has_uncertainty or not o.needs_uncertainty)
+               and (self.params['temporal.stabilize'] or not o.needs_stabilize)}
         if not self.alignment_enabled or self.alignment_type is None:
             out.discard('alignment')
         return out
@@ -212,6 +248,7 @@ class FrameProcessor:
             normal_job = self._pool.submit(self._normal_outputs, pred.normal, w, h, wanted,
                                            header)
         t3 = time.perf_counter()
+        stabilized = self._stabilize(relative, stamp, rgb, res)
 
         # metric alignment
         state = None
@@ -223,7 +260,8 @@ class FrameProcessor:
             intr = self._intrinsics(inp.camera_info, w, h, res)
         if relative is not None and (self.alignment_enabled or
                                      {'depth/image', 'points'} & wanted):
-            state = self._align(relative, stamp, inp, intr, w, h, res)
+            state = self._metric_state(self._align(relative, stamp, inp, intr, w, h, res),
+                                       stabilized, res)
             if state.valid:
                 metric = self.aligner.apply(relative, state)
         res.alignment = state
@@ -233,14 +271,18 @@ class FrameProcessor:
 
         out = res.outputs
         visual_job = None
-        if relative is not None and {'depth/relative', 'depth/colored'} & wanted:
+        if relative is not None and \
+                {'depth/relative', 'depth/relative_raw', 'depth/colored'} & wanted:
             visual_job = self._pool.submit(self._depth_outputs, relative, metric, wanted,
-                                           header)
+                                           header, stabilized)
         if metric is not None and 'depth/image' in wanted and intr is not None:
             out['depth/image'] = array_to_image(metric, '32FC1', header)
             out['depth/camera_info'] = output_camera_info(inp.camera_info, header)
+        if pred.uncertainty is not None and 'depth/uncertainty' in wanted:
+            out['depth/uncertainty'] = self._uncertainty_image(pred.uncertainty, w, h, state,
+                                                               metric, stabilized, header)
         if state is not None and 'alignment' in wanted and self.alignment_type is not None:
-            out['alignment'] = self._alignment_msg(state, header)
+            out['alignment'] = self._alignment_msg(res, header)
 
         pack = 0.0
         normals = None
@@ -263,13 +305,16 @@ class FrameProcessor:
         res.timings['pack'] = pack
         return res
 
-    def _depth_outputs(self, relative, metric, wanted, header):
+    def _depth_outputs(self, relative, metric, wanted, header, stabilized=None):
+        shown = relative if stabilized is None else stabilized.relative
         out = {}
         if 'depth/relative' in wanted:
-            out['depth/relative'] = array_to_image(relative, '32FC1', header)
+            out['depth/relative'] = array_to_image(shown, '32FC1', header)
+        if 'depth/relative_raw' in wanted:
+            out['depth/relative_raw'] = array_to_image(relative, '32FC1', header)
         if 'depth/colored' in wanted:
-            out['depth/colored'] = array_to_image(self._colorize(relative, metric), 'rgb8',
-                                                  header)
+            out['depth/colored'] = array_to_image(
+                self._colorize(shown, metric, stabilized=stabilized is not None), 'rgb8', header)
         return None, out
 
     def _normal_outputs(self, normal_lotus, w, h, wanted, header):
@@ -295,6 +340,57 @@ class FrameProcessor:
                     return self.aligner.update(relative, stamp, points=xyz, intrinsics=intr)
         return self.aligner.state(stamp)
 
+    def _stabilize(self, relative: np.ndarray | None, stamp: float, rgb: np.ndarray,
+                   res: FrameResult) -> StabilizedFrame | None:
+        """Stabilise the frame (the camera image compensates rotation); None while off."""
+        if self.stabilizer is None or relative is None:
+            return None
+        t0 = time.perf_counter()
+        res.temporal = self.stabilizer.update(relative, stamp, rgb)
+        res.timings['align.stabilize'] = time.perf_counter() - t0
+        return res.temporal
+
+    def _metric_state(self, state: AlignmentState, stabilized: StabilizedFrame | None,
+                      res: FrameResult) -> AlignmentState:
+        """
+        Return the state metric output uses: the aligner's, or one carried through a dropout.
+
+        Without the stabiliser it is the aligner's own, exactly what temporal.carry 'max_age'
+        gives; with it, MetricCarry decides (core.temporal).
+        """
+        if stabilized is None:
+            res.estimate = MetricEstimate(
+                state=state, source='sparse' if state.valid else 'none',
+                uncertainty=MetricCarry.uncertainty(state.scale, state.shift, state.covariance),
+                added_uncertainty=0.0, frames_carried=0)
+        else:
+            res.estimate = self.carry.update(state, stabilized)
+        return res.estimate.state
+
+    def _uncertainty_image(self, std: np.ndarray, w: int, h: int, state: AlignmentState | None,
+                           metric: np.ndarray | None, stabilized: StabilizedFrame | None,
+                           header) -> Image:
+        """
+        depth/uncertainty: the backend's per-pixel std of p in the units of the published depth.
+
+        Metric (metres), through the metric map of the raw p: disparity z = 1 / (s p + t) gives
+        sigma_z = s sigma_p z^2, depth z = s p + t gives sigma_z = s sigma_p; NaN where the
+        metric depth is not finite (too close, beyond range, invalid). Otherwise in
+        depth/relative's units: times the stabiliser's scale while stabilising.
+        """
+        sigma = self._resized(std, w, h)                                       # HxW
+        if metric is not None:
+            out = sigma * np.float32(state.scale)
+            if self.depth_space == 'disparity':
+                with np.errstate(invalid='ignore', over='ignore'):
+                    out *= metric * metric
+            out[~np.isfinite(metric)] = np.nan
+        elif stabilized is not None:
+            out = sigma * np.float32(stabilized.scale)
+        else:
+            out = sigma
+        return array_to_image(out, '32FC1', header)
+
     @staticmethod
     def _resized(arr: np.ndarray, w: int, h: int) -> np.ndarray:
         arr = np.asarray(arr, dtype=np.float32)
@@ -302,7 +398,8 @@ class FrameProcessor:
             return arr
         return cv2.resize(arr, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def _colorize(self, relative: np.ndarray, metric: np.ndarray | None) -> np.ndarray:
+    def _colorize(self, relative: np.ndarray, metric: np.ndarray | None, *,
+                  stabilized: bool = False) -> np.ndarray:
         p = self.params
         cmap = p['visualization.colormap']
         if metric is not None:
@@ -311,10 +408,15 @@ class FrameProcessor:
             return colorize_depth(metric, colormap=cmap, value_range=rng)
         # relative disparity grows towards the camera: flip it so near looks the same as in
         # metric depth
-        rel = -relative if self.depth_space == 'disparity' else relative
-        return colorize_depth(rel, colormap=cmap)
+        disparity = self.depth_space == 'disparity'
+        rel = -relative if disparity else relative
+        # The stabilised output lives in the reference range [0, 1]: a per-frame percentile
+        # range would bring the flicker back into the colours.
+        fixed = ((-1.0, 0.0) if disparity else (0.0, 1.0)) if stabilized else None
+        return colorize_depth(rel, colormap=cmap, value_range=fixed)
 
-    def _alignment_msg(self, state: AlignmentState, header):
+    def _alignment_msg(self, res: FrameResult, header):
+        state = res.alignment
         msg = self.alignment_type()
         msg.header = header
         msg.space = str(state.space)
@@ -327,4 +429,8 @@ class FrameProcessor:
         msg.residual_rms = float(state.residual_rms)
         msg.age = float(state.age)
         msg.valid = bool(state.valid)
+        msg.source = res.estimate.source
+        # of the scale and shift in this message (stale ones included), like the covariance
+        msg.uncertainty = MetricCarry.uncertainty(state.scale, state.shift, state.covariance)
+        msg.resets = 0 if res.temporal is None else int(res.temporal.resets)
         return msg
