@@ -4,10 +4,13 @@ The running node on each backend's tiny random checkpoints (Lotus-D, Lotus-G, Ma
 Depth, normals, clouds and, for Lotus-G and Marigold ensembles, depth/uncertainty must come out
 with the image's header and size; the uncertainty in metres, checked against the same engine
 run in this process. alignment.fixed_scale makes every frame metric whatever random weights
-predict (a sparse fit to random output could be refused).
+predict (a sparse fit to random output could be refused). Last, temporal.stabilize through the
+node with the model double: depth/relative_raw, the alignment's source and the stabiliser's
+/diagnostics status.
 """
 
 import math
+import time
 
 from node_harness import (
     Client,
@@ -127,3 +130,60 @@ def test_backend_publishes_every_output(tmp_path, checkpoints, backend, ensemble
     metres = SCALE * sigma * (z * z if align.space == 'disparity' else 1.0)
     np.testing.assert_allclose(u[known], metres[known], rtol=1.5 * EPS32, atol=0.0)
     assert math.isfinite(float(np.max(u[known]))) and np.max(u[known]) > 0.0
+
+
+def test_stabilizing_node_publishes_raw_and_reports_the_stabiliser(tmp_path):
+    """temporal.stabilize through the node: depth/relative_raw, alignment and /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from lotus_ros.benchmarks.model_double import save_truth
+    from lotus_ros.msg import DepthAlignment
+
+    frames = render_sequence(150, width=W, height=H, scene='room', seed=2)[:3]
+    save_truth(frames, tmp_path / 'truth.npz')
+    domain = next_domain()
+    node = NodeProcess(tmp_path, domain, {'temporal.stabilize': True, 'drop_frames': False,
+                                          'lazy': False, 'diagnostics_period': 0.2},
+                       env={'LOTUS_DOUBLE_TRUTH': str(tmp_path / 'truth.npz')})
+    client = Client(domain)
+    try:
+        for name in ('depth/relative', 'depth/relative_raw', 'depth/image'):
+            client.subscribe(Image, name, reliable())
+        client.subscribe(DepthAlignment, 'alignment', reliable())
+        client.subscribe(DiagnosticArray, '/diagnostics')
+        pub_image = client.publisher(Image, 'image')
+        pub_info = client.publisher(CameraInfo, 'camera_info')
+        pub_sparse = client.publisher(Image, 'sparse_depth')
+        wait_until_ready(client, node, pub_image, pub_info, pub_sparse)
+        for f in frames:
+            hdr = header_at(f.stamp)
+            pub_info.publish(camera_info(f.k, W, H, hdr))
+            pub_sparse.publish(array_to_image(f.sparse_depth, '32FC1', hdr))
+            pub_image.publish(array_to_image(f.rgb, 'rgb8', hdr))
+            time.sleep(0.1)
+        assert client.wait_for(lambda: client.count('alignment') == len(frames), 30), node.log()
+
+        def temporal_status():
+            for arr in reversed(client.messages('/diagnostics')):
+                for status in arr.status:
+                    if status.name.endswith('temporal'):
+                        return {kv.key: kv.value for kv in status.values}
+            return None
+
+        assert client.wait_for(lambda: temporal_status() is not None, 10), node.log()
+        raw = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m
+               for m in client.messages('depth/relative_raw')}
+        stabilised = client.messages('depth/relative')
+        alignments = client.messages('alignment')
+        status = temporal_status()
+    finally:
+        client.close()
+        node.stop()
+    assert len(raw) == len(stabilised) == len(frames)
+    # the first frame is its own reference: stabilised and raw outputs are the same
+    first = stabilised[0]
+    np.testing.assert_array_equal(image_to_array(first), image_to_array(
+        raw[first.header.stamp.sec * 10**9 + first.header.stamp.nanosec]))
+    assert [a.source for a in alignments] == ['sparse'] * len(frames)
+    assert all(a.resets == 0 and a.valid for a in alignments)
+    assert status['status'] == 'ok' and status['resets_total'] == '0'
