@@ -420,9 +420,11 @@ def test_fixed_scale_and_mode_none():
     state = fixed.update(p, 10.0)
     assert state.valid and (state.scale, state.shift) == (4.0, 1.0)
     np.testing.assert_allclose(fixed.apply(p, state), 3.0)
+    assert math.isnan(state.residual_rms)              # nothing was fitted
     off = MetricAligner('depth', 'none')
     state = off.update(p, 1.0, sparse_depth=np.full((4, 4), 2.0))
     assert not state.valid and math.isinf(state.age) and state.scale == 0.0
+    assert math.isnan(state.residual_rms)
 
 
 def test_points_and_other_resolution_sparse_map():
