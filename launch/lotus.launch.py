@@ -4,16 +4,31 @@ Start lotus_node: `ros2 launch lotus_ros lotus.launch.py image:=/my_cam/image_ra
 Parameters come from params_file (default: the package's config/lotus.yaml); the model, device,
 backend and stabilize arguments override it only when given. Input topics are remapped from the
 node's relative names (image, image/compressed, camera_info, sparse_depth, sparse_points); outputs
-appear under the namespace (default /lotus: /lotus/depth/image, /lotus/points, ...).
+appear under the namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true
+also opens RViz2 with the package's config/lotus.rviz, when rviz2 is installed.
+
+lifecycle:=true starts lotus_lifecycle_node instead, unconfigured, for a lifecycle manager (Nav2's
+lifecycle_manager: README, Lifecycle); autostart:=true makes this launch file the manager
+instead: it requests configure and, once the node is inactive, activate.
 """
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 ARGUMENTS = (
     ('namespace', 'lotus', 'Namespace of the node and its outputs'),
@@ -31,7 +46,30 @@ ARGUMENTS = (
     ('stabilize', '', "Override temporal.stabilize: 'true' or 'false' ('' keeps params_file)"),
     ('use_sim_time', 'false', 'Use /clock (bag playback, simulation)'),
     ('log_level', 'info', 'Log level: debug, info, warn, error, fatal'),
+    ('rviz', 'false', 'Also open RViz2 with config/lotus.rviz (when rviz2 is installed)'),
+    ('lifecycle', 'false', 'Run lotus_lifecycle_node (managed: configure/activate/deactivate/'
+     'cleanup) instead of lotus_node'),
+    ('autostart', 'false', 'With lifecycle: configure and activate it from this launch file '
+     '(leave false when a lifecycle manager drives the node)'),
 )
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().lower() in ('true', '1', 'yes')
+
+
+def _change_state(node: LifecycleNode, transition_id: int) -> EmitEvent:
+    return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                       transition_id=transition_id))
+
+
+def _autostart(node: LifecycleNode) -> list:
+    """Configure now; activate once, on the first configure that succeeds (as Nav2 brings up)."""
+    activate_when_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+        entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)], handle_once=True))
+    return [activate_when_configured, node,
+            _change_state(node, Transition.TRANSITION_CONFIGURE)]
 
 
 def _node(context):
@@ -40,7 +78,7 @@ def _node(context):
 
     params_file = arg('params_file') or os.path.join(
         get_package_share_directory('lotus_ros'), 'config', 'lotus.yaml')
-    overrides = {'use_sim_time': arg('use_sim_time').strip().lower() in ('true', '1', 'yes')}
+    overrides = {'use_sim_time': _is_true(arg('use_sim_time'))}
     for name in ('depth_model', 'normal_model', 'device'):
         value = arg(name)
         if value:
@@ -50,9 +88,10 @@ def _node(context):
     if arg('stabilize'):
         overrides['temporal.stabilize'] = arg('stabilize').strip().lower() in ('true', '1', 'yes')
     image = arg('image')
-    return [Node(
+    lifecycle = _is_true(arg('lifecycle'))
+    node = (LifecycleNode if lifecycle else Node)(
         package='lotus_ros',
-        executable='lotus_node',
+        executable='lotus_lifecycle_node' if lifecycle else 'lotus_node',
         name='lotus',
         namespace=arg('namespace'),
         output='screen',
@@ -66,11 +105,27 @@ def _node(context):
             ('sparse_points', arg('sparse_points')),
         ],
         ros_arguments=['--log-level', arg('log_level')],
-    )]
+    )
+    if lifecycle and _is_true(arg('autostart')):
+        return _autostart(node)
+    return [node]
+
+
+def _rviz(context):
+    if not _is_true(LaunchConfiguration('rviz').perform(context)):
+        return []
+    try:
+        get_package_share_directory('rviz2')
+    except PackageNotFoundError:
+        return [LogInfo(msg='rviz:=true, but rviz2 is not installed: starting without RViz')]
+    view = os.path.join(get_package_share_directory('lotus_ros'), 'config', 'lotus.rviz')
+    use_sim_time = _is_true(LaunchConfiguration('use_sim_time').perform(context))
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', view],
+                 parameters=[{'use_sim_time': use_sim_time}], output='screen')]
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)
          for name, default, description in ARGUMENTS]
-        + [OpaqueFunction(function=_node)])
+        + [OpaqueFunction(function=_node), OpaqueFunction(function=_rviz)])

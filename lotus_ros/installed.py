@@ -21,12 +21,12 @@ def _prefix() -> Path | None:
         return None
 
 
-def node_executable() -> Path | None:
-    """Return lib/lotus_ros/lotus_node of the sourced install, or None when it is not built."""
+def node_executable(name: str = 'lotus_node') -> Path | None:
+    """Return lib/lotus_ros/<name> of the sourced install, or None when it is not built."""
     prefix = _prefix()
     if prefix is None:
         return None
-    path = prefix / 'lib' / 'lotus_ros' / 'lotus_node'
+    path = prefix / 'lib' / 'lotus_ros' / name
     return path if path.exists() else None
 
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds lotus_ros with colcon into ./install: against the venv's ROS 2 wheels, or against a sourced
-# ROS 2 install (ROS_DISTRO set) when there is one.
+# Builds lotus_ros with colcon into ./install (./install-jazzy with ROS_WHEELS=jazzy, see
+# workspace.sh): against the venv's ROS 2 wheels, or against a sourced ROS 2 install (ROS_DISTRO
+# set) when there is one.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$HOME/.cache/lotus_ros/venv}"
+LOTUS_ROOT="$HERE"
+# shellcheck source=workspace.sh
+source "$HERE/scripts/workspace.sh"
+VENV="$LOTUS_VENV"
 cd "$HERE"
 
 # shellcheck disable=SC1091
@@ -13,7 +17,7 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   # rosidl finds its type support packages through the ament resource index in the venv.
   export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 fi
-colcon --log-base "$HERE/log" build --paths "$HERE" --symlink-install \
-  --build-base "$HERE/build" --install-base "$HERE/install" \
+colcon --log-base "$LOTUS_LOG_BASE" build --paths "$HERE" --symlink-install \
+  --build-base "$LOTUS_BUILD_BASE" --install-base "$LOTUS_INSTALL_BASE" \
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
   --event-handlers console_direct- summary+

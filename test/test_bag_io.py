@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from rosbags.rosbag2 import Reader
 
 from lotus_ros.bags import bag_io
 from lotus_ros.core.stamps import seconds_to_ns
-from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.demo.synthetic import render_sequence, write_sequence_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +24,7 @@ def frames():
 
 @pytest.mark.parametrize('storage', bag_io.STORAGES)
 def test_round_trip_with_rosbags(tmp_path, frames, storage):
-    path = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    path = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     metadata = (path / 'metadata.yaml').read_text()
     assert f'storage_identifier: {storage}' in metadata
     store = bag_io.make_typestore()
@@ -64,7 +66,7 @@ def test_rclpy_deserializes_the_recorded_bytes(tmp_path, frames, storage):
     serialization = pytest.importorskip('rclpy.serialization')
     from sensor_msgs.msg import CameraInfo, Image
 
-    path = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    path = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     messages = list(bag_io.read_messages(path))
     assert len(messages) == 9
     assert bag_io.bag_topics(path)['/camera/image_raw'] == ('sensor_msgs/msg/Image', 3)
@@ -101,6 +103,14 @@ def test_custom_message_type_and_refusals(tmp_path):
     assert decoded.scale == 2.0 and decoded.inliers == 9 and decoded.valid
     assert (decoded.source, decoded.uncertainty, decoded.resets) == ('carried', 0.02, 1)
     with pytest.raises(Exception, match='exists'):
-        bag_io.write_sequence_bag([], tmp_path / 'out')
+        write_sequence_bag([], tmp_path / 'out')
     with pytest.raises(ValueError):
         bag_io.BagWriter(tmp_path / 'x', storage='rosbag1')
+
+
+def test_bag_io_does_not_depend_on_the_synthetic_scene():
+    """A tool for real bags imports no ray caster."""
+    code = 'import sys, lotus_ros.bags.bag_io; print("lotus_ros.demo.synthetic" in sys.modules)'
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == 'False'

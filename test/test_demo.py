@@ -105,6 +105,19 @@ def test_offline_without_a_model_says_what_to_do(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+@needs_node
+def test_unreadable_parameter_file_is_reported_before_the_node_starts(tmp_path):
+    (tmp_path / 'bad.yaml').write_text('lotus: 3\n')
+    result = subprocess.run(
+        [sys.executable, '-m', 'lotus_ros.demo', '--output', str(tmp_path / 'o'),
+         '--frames', '2', '--width', '32', '--height', '24', '--depth-model', '',
+         '--normal-model', '', '--params', str(tmp_path / 'bad.yaml')],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert 'cannot read the parameter files' in result.stderr and 'bad.yaml' in result.stderr
+    assert not (tmp_path / 'o' / 'node.log').exists()
+
+
 def test_ply_and_side_view_helpers(tmp_path):
     rng = np.random.default_rng(0)
     xyz = rng.uniform([-1, -1, 1], [1, 1, 5], size=(500, 3)).astype(np.float32)
@@ -131,7 +144,8 @@ def test_summary_numbers_against_ground_truth(tmp_path):
     frames, w, h = 8, 128, 96
     save_truth(render_sequence(frames, width=w, height=h), tmp_path / 'truth.npz')
     (tmp_path / 'double.yaml').write_text(
-        f'/**:\n  ros__parameters:\n    engine_factory: {DOUBLE_FACTORY}\n')
+        f'/**:\n  ros__parameters:\n    engine_factory: {DOUBLE_FACTORY}\n'
+        '/lotus:\n  ros__parameters:\n    depth_model: named-in-params\n')
     env = ros_env(next_domain())
     env['LOTUS_DOUBLE_TRUTH'] = str(tmp_path / 'truth.npz')
     result = subprocess.run(
@@ -146,7 +160,10 @@ def test_summary_numbers_against_ground_truth(tmp_path):
         cells = [c.strip() for c in line.strip('|').split('|')]
         if len(cells) == 3:
             rows[cells[0]] = cells[1]
-    assert 'meaningless' not in (tmp_path / 'out' / 'summary.md').read_text()
+    summary = (tmp_path / 'out' / 'summary.md').read_text()
+    assert 'meaningless' not in summary
+    # the models the node got from the --params file (the double ignores the name)
+    assert 'Models: depth `named-in-params`, normal `(none)`' in summary
     assert rows['frames out (depth/relative)'] == str(frames)
     assert int(rows['frames with metric depth (depth/image)']) >= frames - 2
     # every metric frame has a cloud: needs camera_info for every frame, none lost at start

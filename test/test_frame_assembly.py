@@ -88,10 +88,12 @@ def test_reset_forgets_the_other_runs_messages():
     for t in (1.0, 2.0, 3.0):
         a.add_camera_info(_info(t))
         a.add_sparse(Image(header=header_at(t, 'cam')))
+    a.add_camera_info(_info(1.0))                            # the new run's first info
     a.reset(int(1.0e9))
     inputs = a.assemble(_image(3.0), p)
     assert inputs.camera_info is None and inputs.sparse is None
-    assert a.assemble(_image(1.0), p).camera_info is not None
+    first = a.assemble(_image(1.0), p)
+    assert first.camera_info is not None and first.sparse is None
 
 
 def test_points_transform_identity_lookup_or_static():

@@ -93,6 +93,51 @@ def test_intrinsics_prefers_p_then_k_and_rejects_zero():
         intrinsics_from_camera_info(k, p, 0, 480)
 
 
+# A 640x480 sensor calibrated at full resolution; the point lands at full-res pixel (470, 167.5).
+K_FULL = [600.0, 0, 320.0, 0, 580.0, 240.0, 0, 0, 1]
+POINT = np.array([0.5, -0.25, 2.0])
+
+
+@pytest.mark.parametrize('binning, roi, size, uv', [
+    # binning 2: fx, cx / 2 and fy, cy / 2; u = 300 * 0.25 + 160, v = 290 * -0.125 + 120
+    ((2, 2), (0, 0, 0, 0), (320, 240), (235.0, 83.75)),
+    # ROI at (300, 100): the principal point moves by the offset; u = 150 + 20, v = -72.5 + 140
+    ((0, 0), (300, 100, 320, 240), (320, 240), (170.0, 67.5)),
+    # both: offset first, then binning; u = 75 + (320 - 300) / 2, v = -36.25 + (240 - 100) / 2
+    ((2, 2), (300, 100, 320, 240), (160, 120), (85.0, 33.75)),
+    # binning in y only (binning_x 0 means 1): v = 145 * -0.125 + 60
+    ((0, 4), (0, 0, 0, 0), (640, 120), (470.0, 41.875)),
+])
+def test_binning_and_roi_like_image_geometry(binning, roi, size, uv):
+    i = intrinsics_from_camera_info(K_FULL, None, 640, 480, binning_x=binning[0],
+                                    binning_y=binning[1], roi=roi)
+    assert (i.width, i.height) == size
+    u, v, _ = project(POINT, i)
+    assert (float(u), float(v)) == pytest.approx(uv, abs=1e-9)
+    # image_geometry's toReducedResolution of the full-resolution pixel gives the same place
+    bx, by = max(binning[0], 1), max(binning[1], 1)
+    assert float(u) == pytest.approx((470.0 - roi[0]) / bx)
+    assert float(v) == pytest.approx((167.5 - roi[1]) / by)
+
+
+def test_binning_and_roi_apply_to_p_as_to_k():
+    p = [400.0, 0, 300.0, 0, 0, 410.0, 200.0, 0, 0, 0, 1, 0]
+    i = intrinsics_from_camera_info(K_FULL, p, 640, 480, binning_x=2, binning_y=2,
+                                    roi=(20, 10, 600, 460))
+    assert (i.fx, i.fy, i.cx, i.cy) == (200.0, 205.0, 140.0, 95.0)
+    assert (i.width, i.height) == (300, 230)
+
+
+@pytest.mark.parametrize('binning, roi', [
+    ((1, 1), (10, 10, 0, 0)),        # an offset without a size: no pixels
+    ((1000, 1), (0, 0, 0, 0)),       # binned to nothing
+])
+def test_camera_info_describing_no_image_is_rejected(binning, roi):
+    with pytest.raises(ValueError, match='describes no image'):
+        intrinsics_from_camera_info(K_FULL, None, 640, 480, binning_x=binning[0],
+                                    binning_y=binning[1], roi=roi)
+
+
 def test_scaled_keeps_rays_of_pixel_centres():
     s = INTR.scaled(64, 48)
     # Pixel centre u_small=3 covers full-res area [3 - 0.5, 3 + 0.5) -> scaled pixel centre 6.5.

@@ -40,6 +40,9 @@ def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=
     save_truth(frames, truth)
     domain = next_domain()
     base = {'drop_frames': False, 'points.normals': double}
+    # Fast DDS 2.14 (the Jazzy wheels) can hold a reliable sample back for 1-3 s; with the
+    # default writer history of 5 it is then gone. A deeper one (REP 2003 override) keeps it.
+    base.update({f'qos_overrides./{name}.publisher.depth': 50 for name in TOPICS})
     node = NodeProcess(tmp_path, domain, {**base, **params},
                        env={'LOTUS_DOUBLE_TRUTH': str(truth), **(env or {})})
     client = Client(domain)
@@ -68,7 +71,9 @@ def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=
             pub_img.publish(array_to_image(f.rgb, 'rgb8', hdr))
             time.sleep(0.1)
         n = n_expected or len(frames)
-        client.wait_for(lambda: len(client.messages('depth/relative')) >= n, 30)
+        client.wait_for_counts({'depth/relative': n}, 30)
+        # then the other topics, which may trail: late deliveries arrive in bursts
+        client.wait_for_counts({name: n for name in topics}, 6)
         client.wait_for(lambda: diagnostics_values(client).get('frames_processed') == str(n),
                         3)
         out = {t: client.messages(t) for t in topics}

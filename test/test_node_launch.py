@@ -1,4 +1,9 @@
-"""The launch file parses and starts the node where `launch` is installed (group 6)."""
+"""
+The launch file: arguments, the actions it builds, a real start (where launch is installed).
+
+What it builds for plain, lifecycle and autostarted runs is checked against stand-ins for
+launch/launch_ros, which are not installable here.
+"""
 
 import ast
 import importlib.util
@@ -7,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
+from lifecycle_msgs.msg import Transition
 from node_harness import HERE, REPO, Client, next_domain, node_executable
 import pytest
 from sensor_msgs.msg import Image
@@ -17,7 +24,7 @@ from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
 LAUNCH_FILE = REPO / 'launch' / 'lotus.launch.py'
 REQUIRED = {'namespace', 'params_file', 'image', 'camera_info', 'sparse_depth', 'sparse_points',
             'depth_model', 'normal_model', 'device', 'backend', 'stabilize', 'use_sim_time',
-            'log_level'}
+            'log_level', 'rviz', 'lifecycle', 'autostart'}
 
 
 def test_launch_file_declares_the_arguments():
@@ -29,6 +36,106 @@ def test_launch_file_declares_the_arguments():
                 getattr(t, 'id', '') == 'ARGUMENTS' for t in node.targets):
             declared = {elt.elts[0].value for elt in node.value.elts}
     assert declared == REQUIRED
+
+
+class Built:
+    """An action, event or handler the launch file built: its keywords, checked on the way in."""
+
+    accepts: frozenset = frozenset()  # keyword names of the real class (launch_ros Humble..)
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - self.accepts
+        assert not unknown, f'{type(self).__name__} has no argument {sorted(unknown)}'
+        self.kwargs = kwargs
+
+
+def _built(name: str, *keywords: str) -> type:
+    return type(name, (Built,), {'accepts': frozenset(keywords)})
+
+
+# Keyword names from launch and launch_ros (Humble to Rolling): Node(executable, package, name,
+# namespace, exec_name, parameters, remappings, ros_arguments, arguments, **ExecuteProcess
+# keywords such as output and emulate_tty); LifecycleNode(name, namespace, **Node keywords);
+# EmitEvent(event); ChangeState(lifecycle_node_matcher, transition_id); OnStateTransition(
+# entities, target_lifecycle_node, transition, start_state, goal_state, matcher,
+# **EventHandler keywords: handle_once).
+NODE_KEYWORDS = ('executable', 'package', 'name', 'namespace', 'exec_name', 'parameters',
+                 'remappings', 'ros_arguments', 'arguments', 'output', 'emulate_tty')
+STAND_INS = {
+    'launch': {'LaunchDescription': lambda entities: list(entities)},
+    'launch.actions': {
+        'DeclareLaunchArgument': _built('DeclareLaunchArgument', 'name', 'default_value',
+                                        'description'),
+        'LogInfo': _built('LogInfo', 'msg'),
+        'OpaqueFunction': _built('OpaqueFunction', 'function'),
+        'EmitEvent': _built('EmitEvent', 'event'),
+        'RegisterEventHandler': lambda event_handler: _built(
+            'RegisterEventHandler', 'event_handler')(event_handler=event_handler)},
+    'launch.events': {'matches_action': lambda target: lambda action: action is target},
+    'launch.substitutions': {'LaunchConfiguration': lambda name: types.SimpleNamespace(
+        perform=lambda context: context[name])},
+    'launch_ros.actions': {'Node': _built('Node', *NODE_KEYWORDS),
+                           'LifecycleNode': _built('LifecycleNode', *NODE_KEYWORDS)},
+    'launch_ros.event_handlers': {'OnStateTransition': _built(
+        'OnStateTransition', 'entities', 'target_lifecycle_node', 'transition', 'start_state',
+        'goal_state', 'matcher', 'handle_once')},
+    'launch_ros.events.lifecycle': {'ChangeState': _built(
+        'ChangeState', 'lifecycle_node_matcher', 'transition_id')},
+}
+
+
+@pytest.fixture
+def launch_file(monkeypatch):
+    """Load the launch module against the stand-ins; return a call building its node actions."""
+    for module_name, names in STAND_INS.items():
+        module = types.ModuleType(module_name)
+        module.__dict__.update(names)
+        monkeypatch.setitem(sys.modules, module_name, module)
+    for package in ('launch_ros', 'launch_ros.events'):
+        monkeypatch.setitem(sys.modules, package, types.ModuleType(package))
+    spec = importlib.util.spec_from_file_location('lotus_launch_stand_ins', LAUNCH_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def build(**arguments):
+        context = {name: default for name, default, _ in mod.ARGUMENTS}
+        context.update(params_file=str(REPO / 'config' / 'lotus.yaml'), **arguments)
+        return mod._node(context)
+    return build
+
+
+def test_plain_launch_runs_lotus_node(launch_file):
+    (node,) = launch_file()
+    assert type(node).__name__ == 'Node'
+    assert (node.kwargs['executable'], node.kwargs['name']) == ('lotus_node', 'lotus')
+
+
+def test_lifecycle_launch_leaves_the_node_to_its_manager(launch_file):
+    (node,) = launch_file(lifecycle='true')
+    assert type(node).__name__ == 'LifecycleNode'
+    assert (node.kwargs['executable'], node.kwargs['name'], node.kwargs['namespace']) == \
+        ('lotus_lifecycle_node', 'lotus', 'lotus')
+
+
+def test_lifecycle_autostart_configures_then_activates_once(launch_file):
+    register, node, configure = launch_file(lifecycle='true', autostart='true', namespace='lt')
+    assert type(node).__name__ == 'LifecycleNode'
+    assert node.kwargs['namespace'] == 'lt'
+
+    # the configure request goes to this node, after the activation handler is registered
+    request = configure.kwargs['event'].kwargs
+    assert request['transition_id'] == Transition.TRANSITION_CONFIGURE
+    assert request['lifecycle_node_matcher'](node)
+    assert not request['lifecycle_node_matcher'](register)
+
+    handler = register.kwargs['event_handler'].kwargs
+    assert handler['target_lifecycle_node'] is node
+    assert (handler['start_state'], handler['goal_state']) == ('configuring', 'inactive')
+    assert handler['handle_once'], 'a later manual cleanup + configure must not re-activate'
+    (activate,) = handler['entities']
+    request = activate.kwargs['event'].kwargs
+    assert request['transition_id'] == Transition.TRANSITION_ACTIVATE
+    assert request['lifecycle_node_matcher'](node)
 
 
 def _load():
@@ -48,9 +155,29 @@ def test_launch_description_parses():
     assert names == REQUIRED
 
 
-def test_launch_starts_the_node(tmp_path):
+def test_rviz_starts_only_when_asked_and_installed():
+    mod = _load()
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from launch import LaunchContext
+    from launch_ros.actions import Node
+
+    try:
+        get_package_share_directory('rviz2')
+        installed = True
+    except PackageNotFoundError:
+        installed = False
+    for asked in ('false', 'true'):
+        context = LaunchContext()
+        context.launch_configurations.update(rviz=asked, use_sim_time='false')
+        started = [a for a in mod._rviz(context) if isinstance(a, Node)]
+        assert len(started) == (asked == 'true' and installed)
+
+
+@pytest.mark.parametrize('lifecycle', [False, True], ids=['plain', 'lifecycle_autostart'])
+def test_launch_starts_the_node(tmp_path, lifecycle):
     _load()
-    node_executable()
+    node_executable('lotus_lifecycle_node' if lifecycle else 'lotus_node')
+    managed = ", 'lifecycle': 'true', 'autostart': 'true'" if lifecycle else ''
     params = tmp_path / 'params.yaml'
     params.write_text(f"/**:\n  ros__parameters:\n    engine_factory: '{DOUBLE_FACTORY}'\n"
                       "    alignment:\n      source: 'none'\n")
@@ -66,7 +193,7 @@ def test_launch_starts_the_node(tmp_path):
         f'ls.include_launch_description(LaunchDescription([IncludeLaunchDescription('
         f'PythonLaunchDescriptionSource({str(LAUNCH_FILE)!r}), launch_arguments={{'
         f"'params_file': {str(params)!r}, 'namespace': 'lt', 'image': '/cam/img', "
-        f"'device': 'cpu'}}.items())]))\n"
+        f"'device': 'cpu'{managed}}}.items())]))\n"
         'sys.exit(ls.run())\n')
     log = tmp_path / 'launch.log'
     with open(log, 'wb') as out:

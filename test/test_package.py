@@ -1,4 +1,4 @@
-"""The built package: generated message, installed executable, share directory, versions agree."""
+"""The built package: generated message, installed executables, share directory, versions agree."""
 
 import os
 from pathlib import Path
@@ -34,8 +34,9 @@ def test_generated_message_and_installed_layout():
     assert (share / 'config' / 'fastdds_profile.xml').is_file()
     assert (share / 'launch' / 'lotus.launch.py').is_file()
     prefix = Path(ament_index.get_package_prefix('lotus_ros'))
-    executable = prefix / 'lib' / 'lotus_ros' / 'lotus_node'
-    assert executable.is_file() and os.access(executable, os.X_OK)
+    for name in ('lotus_node', 'lotus_lifecycle_node'):
+        executable = prefix / 'lib' / 'lotus_ros' / name
+        assert executable.is_file() and os.access(executable, os.X_OK), name
 
 
 def test_fastdds_profile_enlarges_shared_memory():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lotus_ros.ros.parameters import SPECS, defaults, validate, validate_set
+from lotus_ros.ros.parameters import SPECS, defaults, load_parameter_files, validate, validate_set
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'lotus.yaml'
 
@@ -157,3 +157,99 @@ def test_node_runs_at_native_resolution(tmp_path, tiny_lotus):
         node.stop()
     relative = image_to_array(client.messages('depth/relative')[0])
     assert relative.shape == (61, 83) and np.isfinite(relative).all()
+    # The log is no terminal (as under ros2 launch): no progress-bar lines from the loaders.
+    assert 'Loading weights' not in node.log() and 'it/s]' not in node.log()
+
+
+def _file(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize('key, namespace, applies', [
+    ('/**', '/lotus', True),
+    ('/**/lotus', '/lotus', True),
+    ('/lotus/lotus', '/lotus', True),
+    ('lotus', '/lotus', False),          # a bare name is the node lotus in the root namespace
+    ('lotus', '/', True),
+    ('/lotus', '/', True),
+    ('/lotus/lotus', '/', False),
+    ('/**/lotus', '/', True),
+    ('/**/lotus', '/robot/front', True),
+    ('/*/lotus', '/lotus', True),
+    ('/*/lotus', '/robot/front', False),  # '*' is exactly one namespace token
+    ('/lotus/*', '/lotus', True),
+    ('/other/lotus', '/lotus', False),     # another node, same name
+    ('/lotus/other', '/lotus', False),     # another node, same namespace
+    ('/**/other', '/lotus', False),
+])
+def test_node_keys_apply_as_params_file_does(tmp_path, key, namespace, applies):
+    path = _file(tmp_path, 'p.yaml', f'{key}:\n  ros__parameters:\n    points:\n'
+                 '      stride: 3\n')
+    expected = {'points.stride': 3} if applies else {}
+    assert load_parameter_files([path], 'lotus', namespace) == expected
+
+
+def test_nested_namespace_keys_and_precedence(tmp_path):
+    nested = _file(tmp_path, 'nested.yaml', 'lotus:\n  lotus:\n    ros__parameters:\n'
+                   '      device: cpu\n')
+    assert load_parameter_files([nested]) == {'device': 'cpu'}
+    assert load_parameter_files([nested], namespace='/') == {}
+    # Every matching key applies in the order the keys appear: here the later '/**' wins.
+    first = _file(tmp_path, 'first.yaml',
+                  '/lotus/lotus:\n  ros__parameters:\n    points.stride: 3\n    lazy: false\n'
+                  '/**:\n  ros__parameters:\n    points.stride: 5\n')
+    assert load_parameter_files([first]) == {'points.stride': 5, 'lazy': False}
+    # A later file's '/lotus/lotus' updates that key in its first place, still before '/**'.
+    second = _file(tmp_path, 'second.yaml',
+                   '/lotus/lotus:\n  ros__parameters:\n    points.stride: 7\n'
+                   '    device: cpu\n')
+    assert load_parameter_files([first, second]) == {'points.stride': 5, 'lazy': False,
+                                                     'device': 'cpu'}
+    assert load_parameter_files([second, first]) == {'points.stride': 5, 'lazy': False,
+                                                     'device': 'cpu'}
+    with pytest.raises(ValueError, match='not a mapping'):
+        load_parameter_files([_file(tmp_path, 'bad.yaml', 'lotus: 3\n')])
+
+
+ORACLE_FILES = {
+    'every form': '/lotus/lotus:\n  ros__parameters:\n    a: 1\n    b: [1.0, 2.5]\n'
+                  'lotus:\n  ros__parameters:\n    b: [3.0]\n    c: x\n'
+                  '/**/lotus:\n  ros__parameters:\n    d:\n      e: true\n    a: 2\n'
+                  '/**:\n  ros__parameters:\n    f: 0.5\n'
+                  '/lotus:\n  lotus:\n    ros__parameters:\n      g: 7\n'
+                  '/*/lotus:\n  ros__parameters:\n    h: hello\n'
+                  '/other/lotus:\n  ros__parameters:\n    a: 99\n    z: 1\n'
+                  '/lotus/other:\n  ros__parameters:\n    z: 2\n',
+    'wildcard first': '/**:\n  ros__parameters:\n    a: 1\n'
+                      "/**/lotus:\n  ros__parameters:\n    a: 2\n    s: ''\n",
+    'later file': '/**/lotus:\n  ros__parameters:\n    a: 5\n'
+                  '/lotus/lotus:\n  ros__parameters:\n    a: 6\n    b: 1\n',
+}
+
+
+@pytest.mark.parametrize('namespace', ['/lotus', '/', '/robot/front'])
+def test_parameters_equal_a_real_node_given_the_same_files(tmp_path, namespace):
+    """The ground truth: what rcl hands a real rclpy node started with --params-file."""
+    rclpy = pytest.importorskip('rclpy')
+    from node_harness import next_domain
+    from rclpy.context import Context
+
+    paths = [_file(tmp_path, f'{i}.yaml', text) for i, text in enumerate(ORACLE_FILES.values())]
+    args = ['--ros-args']
+    for path in paths:
+        args += ['--params-file', str(path)]
+    ctx = Context()
+    rclpy.init(context=ctx, args=args, domain_id=next_domain())
+    try:
+        node = rclpy.create_node('lotus', namespace=namespace, context=ctx,
+                                 automatically_declare_parameters_from_overrides=True)
+        real = {name: p.value for name, p in node.get_parameters_by_prefix('').items()
+                if name not in ('use_sim_time', 'start_type_description_service')}
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+    ours = load_parameter_files(paths, 'lotus', namespace)
+    assert ours == real
+    assert ours   # every namespace gets at least the wildcard keys

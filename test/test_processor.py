@@ -187,3 +187,64 @@ def test_sparse_points_input(frames, engine):
     assert res.metric
     err, _ = abs_rel(image_to_array(res.outputs['depth/image']), frames[-1].depth)
     assert err <= 0.03
+
+
+def binned_roi_info(frame, hdr, binning=2, x_offset=24, y_offset=10):
+    """CameraInfo of a bigger sensor whose binned ROI is exactly this frame's image."""
+    fx, fy, cx, cy = frame.k[0, 0], frame.k[1, 1], frame.k[0, 2], frame.k[1, 2]
+    full = [fx * binning, 0.0, cx * binning + x_offset, 0.0, fy * binning, cy * binning + y_offset,
+            0.0, 0.0, 1.0]
+    ci = info(frame, hdr)
+    ci.width, ci.height = W * binning + x_offset + 16, H * binning + y_offset + 8
+    ci.k = full
+    ci.p = full[:3] + [0.0] + full[3:6] + [0.0] + full[6:] + [0.0]
+    ci.binning_x = ci.binning_y = binning
+    ci.roi.x_offset, ci.roi.y_offset = x_offset, y_offset
+    ci.roi.width, ci.roi.height = W * binning, H * binning
+    return ci
+
+
+def test_binned_roi_camera_info_gives_the_same_cloud(frames, engine):
+    plain = FrameProcessor(engine)
+    binned = FrameProcessor(engine)
+    for f in frames:
+        expected = plain.process(inputs(f))
+        inp = inputs(f)
+        inp.camera_info = binned_roi_info(f, inp.image.header)
+        res = binned.process(inp)
+    assert not res.problems
+    # the same rays (x/z, y/z) per pixel; depth differs by the model double's noise
+    xyz, reference = cloud_to_xyz(res.outputs['points']), cloud_to_xyz(expected.outputs['points'])
+    assert xyz.shape == reference.shape
+    np.testing.assert_allclose(xyz[:, :2] / xyz[:, 2:], reference[:, :2] / reference[:, 2:],
+                               rtol=1e-5, atol=1e-6)
+    # depth/camera_info copies the input: consumers apply the same binning and ROI
+    ci = res.outputs['depth/camera_info']
+    src = inp.camera_info
+    assert (ci.width, ci.height, ci.binning_x, ci.binning_y) == (
+        src.width, src.height, src.binning_x, src.binning_y)
+    assert (ci.roi.x_offset, ci.roi.y_offset, ci.roi.width, ci.roi.height) == (
+        src.roi.x_offset, src.roi.y_offset, src.roi.width, src.roi.height)
+    assert list(ci.k) == list(src.k) and list(ci.p) == list(src.p)
+
+
+def test_camera_info_not_describing_the_image_is_rejected_with_reason(frames, engine):
+    proc = FrameProcessor(engine)
+    inp = inputs(frames[0])
+    inp.camera_info.binning_x = inp.camera_info.binning_y = 2   # the image is not binned
+    res = proc.process(inp)
+    (text,) = [t for r, t in res.problems if r == 'camera_info_size']
+    assert f'{W // 2}x{H // 2}' in text and 'binning 2x2' in text and f'{W}x{H}' in text
+    assert 'points' not in res.outputs and 'depth/camera_info' not in res.outputs
+
+
+def test_distortion_is_reported_once(frames, engine):
+    proc = FrameProcessor(engine)
+    reasons = []
+    for f in frames[:3]:
+        inp = inputs(f)
+        inp.camera_info.d = [0.1, -0.02, 0.0, 0.0, 0.0]
+        res = proc.process(inp)
+        reasons += [r for r, _ in res.problems]
+        assert 'points' in res.outputs   # a warning, not a rejection
+    assert reasons.count('camera_info_distorted') == 1

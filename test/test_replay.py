@@ -12,7 +12,7 @@ import pytest
 
 from lotus_ros.bags import bag_io
 from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
-from lotus_ros.demo.synthetic import render_sequence
+from lotus_ros.demo.synthetic import render_sequence, write_sequence_bag
 
 serialization = pytest.importorskip('rclpy.serialization')
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -37,7 +37,7 @@ def frames():
 
 @pytest.mark.parametrize('storage', bag_io.STORAGES)
 def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
-    bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    bag = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     recorded = {t: [m.rawdata for m in bag_io.read_messages(bag, topics=[t])] for t in TOPICS}
     bag_start = min(m.timestamp for m in bag_io.read_messages(bag))
     bag_end = max(m.timestamp for m in bag_io.read_messages(bag))
@@ -72,7 +72,7 @@ def test_player_delivers_recorded_bytes_and_clock(tmp_path, frames, storage):
 
 
 def test_rate_topics_and_bad_bag(tmp_path, frames):
-    bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag')
+    bag = write_sequence_bag(frames, tmp_path / 'bag')
     domain = next_domain()
     recorder = _raw_recorder(domain, TOPICS)
     try:
@@ -114,7 +114,7 @@ def test_replay_into_node_equals_offline_processing(tmp_path, monkeypatch, stora
     from lotus_ros.ros.images import image_to_array
 
     frames = render_sequence(6, width=96, height=72, seed=6)
-    bag = bag_io.write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
+    bag = write_sequence_bag(frames, tmp_path / 'bag', storage=storage)
     truth = tmp_path / 'truth.npz'
     save_truth(frames, truth)
     monkeypatch.setenv('LOTUS_DOUBLE_TRUTH', str(truth))
@@ -163,7 +163,7 @@ def test_process_bag_parameters(tmp_path, capsys):
 
     path = tmp_path / 'p.yaml'
     path.write_text('other_node:\n  ros__parameters:\n    drop_frames: true\n'
-                    'lotus:\n  ros__parameters:\n    drop_frames: false\n'
+                    '/lotus/lotus:\n  ros__parameters:\n    drop_frames: false\n'
                     '    alignment:\n      mode: scale\n      z_max: 50\n'
                     '    qos_overrides:\n      /x:\n        subscription:\n'
                     '          depth: 3\n')

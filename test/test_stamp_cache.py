@@ -47,12 +47,14 @@ def test_exact_or_latest_never_pairs_old_calibration():
         StampCache(0)
 
 
-def test_discard_after_keeps_the_earlier_run():
+def test_forget_earlier_run_keeps_what_came_after_it():
     c = StampCache(capacity=10)
-    for t in (100, 200, 300):
-        c.add(t * MS, t)
-    c.discard_after(150 * MS)
+    for t in (100, 200, 300):          # the first run
+        c.add(t * MS, f'run1 {t}')
+    c.add(100 * MS, 'run2 100')        # the bag again: same stamps, newer messages
+    c.add(150 * MS, 'run2 150')
+    c.forget_earlier_run(150 * MS)
     assert c.exact(200 * MS) is None and c.exact(300 * MS) is None
-    assert c.latest() == (100 * MS, 100)
-    c.discard_after(0)
+    assert c.exact(100 * MS) == 'run2 100' and c.latest() == (150 * MS, 'run2 150')
+    c.forget_earlier_run(50 * MS)      # everything is later than 50 ms
     assert c.latest() is None and len(c) == 0

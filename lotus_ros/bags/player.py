@@ -7,6 +7,9 @@ The player publishes the recorded serialized bytes unchanged, so header stamps, 
 every field arrive exactly as recorded; only the timing is recreated, from the bag's log times
 scaled by --rate. With --clock it also publishes /clock (rosgraph_msgs/Clock) from bag time, for
 nodes running with use_sim_time. On a ROS install `ros2 bag play BAG --clock` does the same job.
+Topics whose message packages are not installed here (/tf without tf2_msgs) are skipped with one
+warning; the rest play. Exit status: 0 played, 1 nothing was played (an empty bag, or no
+installed message type), 2 bad bag or arguments.
 
 QoS: publishers are reliable, keep-last (--depth, default 100) by default so that a replay into
 a reliable or best-effort subscriber loses nothing the DDS layer can deliver; --best-effort mimics
@@ -30,10 +33,43 @@ from lotus_ros.bags import bag_io
 CLOCK_TOPIC = '/clock'
 
 
+class NothingToPlay(ValueError):
+    """The bag has no message the player can publish (empty, or no installed message type)."""
+
+
 def message_class(msgtype: str) -> type:
-    """Import the rclpy message class for 'pkg/msg/Type'."""
-    package, kind, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{package}.{kind}'), name)
+    """
+    Import the rclpy message class for 'pkg/msg/Type'.
+
+    Old-style names 'pkg/Type' (written by early rosbag2 releases) mean 'pkg/msg/Type'. A
+    package that is not installed raises ImportError, any other unusable name ValueError.
+    """
+    parts = msgtype.split('/')
+    if len(parts) == 2:
+        parts.insert(1, 'msg')
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f'not a message type name: {msgtype!r}')
+    package, kind, name = parts
+    cls = getattr(importlib.import_module(f'{package}.{kind}'), name, None)
+    if cls is None:
+        raise ImportError(f'{package}.{kind} has no {name}')
+    return cls
+
+
+def importable_topics(info: dict[str, tuple[str, int]]) -> tuple[dict[str, type], dict[str, str]]:
+    """
+    Split {topic: (msgtype, count)} into {topic: message class} and {topic: msgtype} unusable.
+
+    A bag may hold topics whose message packages are not installed here (/tf without tf2_msgs):
+    those cannot be published, but the others can.
+    """
+    classes, missing = {}, {}
+    for topic, (msgtype, _) in info.items():
+        try:
+            classes[topic] = message_class(msgtype)
+        except (ImportError, ValueError):
+            missing[topic] = msgtype
+    return classes, missing
 
 
 class Progress:
@@ -76,11 +112,13 @@ def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
              should_stop: Callable[[], bool] | None = None,
              on_publish: Callable[[bag_io.BagMessage], None] | None = None) -> dict[str, int]:
     """
-    Publish a bag's messages through an existing rclpy node; return counts per (bag) topic.
+    Publish a bag's messages through an existing rclpy node; return counts per played topic.
 
     Messages are published at log time / rate relative to the first one (rate <= 0 means as
     fast as possible). With clock, /clock follows bag time: at each message and at clock_hz
     while waiting between messages. on_publish is called right after each message is sent.
+    Topics whose message types are not installed are skipped with one warning naming them; a
+    bag with nothing to play (no messages, or none of an installed type) raises NothingToPlay.
     """
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
@@ -90,11 +128,24 @@ def play_bag(node, path, *, rate: float = 1.0, clock: bool = False,
     info = {t: v for t, v in bag_io.bag_topics(path).items() if wanted is None or t in wanted}
     if wanted is not None and wanted - set(info):
         raise ValueError(f'topics not in the bag: {sorted(wanted - set(info))}')
+    classes, missing = importable_topics(info)
+    if missing:
+        node.get_logger().warning(
+            f'skipping {len(missing)} topic(s) whose message types are not installed: '
+            + ', '.join(f'{t} ({msgtype})' for t, msgtype in sorted(missing.items())))
+    if not any(info[t][1] for t in classes):
+        if not info:
+            raise NothingToPlay(f'{path} has no topics to play')
+        if not classes:
+            raise NothingToPlay(f'{path} has no playable topic: none of its message types is '
+                                'installed')
+        raise NothingToPlay(f'{path} has no messages on its playable topics {sorted(classes)}')
+    info = {t: info[t] for t in classes}
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                      reliability=ReliabilityPolicy.RELIABLE if reliable
                      else ReliabilityPolicy.BEST_EFFORT)
-    publishers = {t: node.create_publisher(message_class(msgtype), _remap(t, remaps), qos)
-                  for t, (msgtype, _) in info.items()}
+    publishers = {t: node.create_publisher(cls, _remap(t, remaps), qos)
+                  for t, cls in classes.items()}
     clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, 10) if clock else None
     stop = should_stop or (lambda: False)
 
@@ -198,13 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init()
+    # Not sys.argv: --remap FROM:=TO is the player's own option, and rcl would warn that it
+    # looks like a deprecated remap rule.
+    rclpy.init(args=[])
     node = rclpy.create_node('lotus_bag_player')
     try:
         counts = play_bag(node, args.bag, rate=args.rate, clock=args.clock, topics=args.topics,
                           remaps=remaps, reliable=not args.best_effort, depth=args.depth,
                           wait=args.wait, delay=args.delay, linger=args.linger,
                           progress=not args.no_progress)
+    except NothingToPlay as exc:
+        print(f'lotus_ros.bags.player: nothing was played: {exc}', file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f'lotus_ros.bags.player: {exc}', file=sys.stderr)
         return 2
@@ -214,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     print(', '.join(f'{topic}: {n}' for topic, n in counts.items()), file=sys.stderr)
+    if not any(counts.values()):
+        print('lotus_ros.bags.player: nothing was played', file=sys.stderr)
+        return 1
     return 0
 
 

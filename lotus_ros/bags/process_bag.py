@@ -22,37 +22,28 @@ import yaml
 
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
-from lotus_ros.ros.parameters import SPEC_BY_NAME, defaults, validate, validate_set
+from lotus_ros.ros.parameters import (
+    SPEC_BY_NAME,
+    defaults,
+    load_parameter_files,
+    validate,
+    validate_set,
+)
 
 ALIGNMENT_TYPE = 'lotus_ros/msg/DepthAlignment'
 
 
-def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + '.'))
-        else:
-            flat[name] = value
-    return flat
-
-
 def load_params(files: list[str] | None = None, overrides: list[str] | None = None,
-                node_name: str = 'lotus') -> dict[str, Any]:
+                node_name: str = 'lotus', namespace: str = '/lotus') -> dict[str, Any]:
     """
     Return the node's parameters: defaults, then ROS 2 YAML files, then name:=value overrides.
 
-    YAML files use the ros2 layout ({node or /**: {ros__parameters: {...}}}); nested keys join
-    with dots like ROS does. Unknown names and invalid values raise ValueError with the reason.
+    The files apply as `--params-file` applies them to the node namespace/node_name (default
+    the launch file's /lotus/lotus; see parameters.load_parameter_files). Unknown names and
+    invalid values raise ValueError with the reason.
     """
     params = defaults()
-    for path in files or []:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        for node, section in data.items():
-            if node.strip('/') not in ('**', node_name, f'*/{node_name}', '*'):
-                continue
-            params.update(_flatten((section or {}).get('ros__parameters', {})))
+    params.update(load_parameter_files(files or [], node_name, namespace))
     for item in overrides or []:
         name, sep, text = item.partition(':=')
         if not sep:
@@ -119,8 +110,12 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
         raise ValueError(f'{in_bag} has no {image_topic} (topics: {sorted(topics)})')
     if sparse_topic not in topics or params['alignment.source'] == 'none':
         sparse_topic = None
+    if camera_info_topic not in topics:
+        camera_info_topic = None
+    # Only the topics read: a bag may hold others whose types are not installed (/tf, ...).
+    read = [t for t in (image_topic, camera_info_topic, sparse_topic) if t]
+    classes = {t: message_class(topics[t][0]) for t in read}
     processor = FrameProcessor(engine if engine is not None else load_engine(params), params)
-    classes = {t: message_class(msgtype) for t, (msgtype, _) in topics.items()}
     # No tf offline: clouds in another frame use the node's static fallback.
     assembler = FrameAssembler(capacity=30)
     # Images wait until every side message logged up to this much later has been read, so a
@@ -161,8 +156,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, params: dict[str, Any],
             bar.update(counts['images'])
 
     with bag_io.BagWriter(out_bag, storage=storage, typestore=store) as bag:
-        for message in bag_io.read_messages(in_bag, topics=[
-                t for t in (image_topic, camera_info_topic, sparse_topic) if t]):
+        for message in bag_io.read_messages(in_bag, topics=read):
             while pending and pending[0][0] + window_ns < message.timestamp:
                 run(pending.popleft()[1])
             msg = deserialize_message(message.rawdata, classes[message.topic])
@@ -184,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('in_bag')
     parser.add_argument('out_bag', help='new bag folder (must not exist)')
-    parser.add_argument('--params', nargs='+', default=[], help='ROS 2 parameter YAML files')
+    parser.add_argument('--params', nargs='+', default=[],
+                        help='ROS 2 parameter YAML files, applied as --params-file applies '
+                        "them to the launch file's node /lotus/lotus")
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='override one parameter (repeatable)')
     parser.add_argument('--storage', choices=bag_io.STORAGES, default='mcap')

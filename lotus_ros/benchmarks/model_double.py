@@ -10,15 +10,19 @@ Configuration comes from the environment so a test can set it for the node proce
 LOTUS_DOUBLE_TRUTH (npz written by save_truth), LOTUS_DOUBLE_DELAY (s per predict_batch call),
 LOTUS_DOUBLE_DELAY_PER_IMAGE (s more per image of a batch), LOTUS_DOUBLE_NOISE (std of the
 disparity noise), LOTUS_DOUBLE_NORMAL (0 disables the normal head), LOTUS_DOUBLE_FAIL (non-empty:
-raise like a model that cannot load).
+raise like a model that cannot load), LOTUS_DOUBLE_REPORT (a JSON file kept up to date with the
+doubles alive in the process and the model calls made, so a test in another process can tell
+that inference stopped and that the node let go of its engine).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -26,6 +30,32 @@ from lotus_ros.core.engine import ModelLoadError, Prediction
 
 # engine_factory value that makes lotus_node load this double (tests and benchmarks only).
 DOUBLE_FACTORY = 'lotus_ros.benchmarks.model_double:make_engine'
+
+
+class Report:
+    """Doubles alive and predict_batch calls in this process, rewritten to `path` per change."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.counts = {'alive': 0, 'calls': 0}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, delta: int) -> None:
+        with self._lock:
+            self.counts[key] += delta
+            tmp = f'{self.path}.tmp'
+            with open(tmp, 'w') as f:
+                json.dump(self.counts, f)
+            os.replace(tmp, self.path)  # a reader never sees a half-written file
+
+
+_reports: dict[str, Report] = {}  # one per path: every double of the process counts in it
+
+
+def report_at(path: str) -> Report:
+    if path not in _reports:
+        _reports[path] = Report(path)
+    return _reports[path]
 
 
 def rgb_hash(rgb: np.ndarray) -> str:
@@ -61,24 +91,30 @@ class ModelDouble:
 
     has_depth = True
     has_uncertainty = False
-    depth_space = 'disparity'
     device = 'cpu'
     dtype = 'float32'
 
     def __init__(self, *, truth_path: str | None = None, delay: float = 0.0,
                  delay_per_image: float = 0.0, noise: float = 0.003, seed: int = 0,
-                 normal: bool = True):
+                 normal: bool = True, depth_space: str = 'disparity',
+                 report_path: str | None = None):
         self.delay = float(delay)
         self.delay_per_image = float(delay_per_image)
         self.noise = float(noise)
         self.rng = np.random.default_rng(seed)
         self.has_normal = bool(normal)
+        self.depth_space = depth_space
         self.calls = 0
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
         self._truth: dict[str, int] = {}
         self._disp = self._normal = None
         self._ramps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.report = report_at(report_path) if report_path else None
+        if self.report is not None:
+            self.report.add('alive', 1)
+            # counts down when the last reference goes; not at exit, when every object goes
+            weakref.finalize(self, self.report.add, 'alive', -1).atexit = False
         if truth_path:
             data = np.load(truth_path)
             self._truth = {str(h): i for i, h in enumerate(data['hashes'])}
@@ -115,6 +151,8 @@ class ModelDouble:
             self.calls += 1
             self.batch_sizes.append(len(images))
             answers = [self._answer(rgb) for rgb in images]
+        if self.report is not None:
+            self.report.add('calls', 1)
         wait = self.delay + self.delay_per_image * len(images)
         if wait:
             time.sleep(wait)  # releases the GIL like a CUDA synchronise
@@ -135,4 +173,6 @@ def make_engine(params: dict) -> ModelDouble:
                        delay=float(env.get('LOTUS_DOUBLE_DELAY', '0')),
                        delay_per_image=float(env.get('LOTUS_DOUBLE_DELAY_PER_IMAGE', '0')),
                        noise=float(env.get('LOTUS_DOUBLE_NOISE', '0.003')),
-                       normal=env.get('LOTUS_DOUBLE_NORMAL', '1') != '0')
+                       normal=env.get('LOTUS_DOUBLE_NORMAL', '1') != '0',
+                       depth_space=params.get('depth_space') or 'disparity',
+                       report_path=env.get('LOTUS_DOUBLE_REPORT') or None)

@@ -3,18 +3,21 @@ The one engine interface: what a depth/normal backend offers the node, and how o
 
 The node, the bag tool and the benchmarks depend only on `Engine` and `Prediction`;
 `load_engine(params)` turns the node's parameter names into a backend, so every caller builds
-engines the same way.
+engines the same way; `release_memory()` frees what a dropped engine held.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import gc
 import importlib
+import sys
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ['ENGINE_DEFAULTS', 'Engine', 'ModelLoadError', 'Prediction', 'load_engine']
+__all__ = ['ENGINE_DEFAULTS', 'Engine', 'ModelLoadError', 'Prediction', 'load_engine',
+           'release_memory']
 
 
 class ModelLoadError(Exception):
@@ -57,6 +60,35 @@ class Engine(Protocol):
         """Device memory in MB ({} where the process RSS is the measure)."""
 
 
+def cuda_memory_stats(device) -> dict[str, float]:
+    """CUDA memory of `device` in MB; {} on CPU, where the process RSS is the measure."""
+    if getattr(device, 'type', str(device)) != 'cuda':
+        return {}
+    import torch
+
+    mb = 1024.0 * 1024.0
+    return {'allocated_mb': torch.cuda.memory_allocated(device) / mb,
+            'reserved_mb': torch.cuda.memory_reserved(device) / mb,
+            'peak_mb': torch.cuda.max_memory_allocated(device) / mb}
+
+
+def warmup_frame(warmup: bool | tuple[int, int], device,
+                 resolution: int) -> tuple[np.ndarray, int]:
+    """
+    Return the (gray image, processing resolution) an engine runs once at load.
+
+    An explicit (height, width), else on CUDA a 480x640 frame at the engine's resolution (the
+    kernels a camera will need get picked and cached), else a small native-size frame on CPU.
+    """
+    if isinstance(warmup, tuple):
+        shape = warmup
+    elif getattr(device, 'type', str(device)) == 'cuda':
+        shape = (480, 640)
+    else:
+        shape, resolution = (64, 64), 0
+    return np.full((*shape, 3), 128, np.uint8), resolution
+
+
 # The engine's parameters under the node's names, for keys a caller leaves out (no checkpoint
 # is loaded unless named; the node's own defaults name the published ones).
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -89,3 +121,16 @@ def load_engine(params: dict[str, Any]) -> Engine:
     from lotus_ros.core.backends import build_engine
 
     return build_engine(p)
+
+
+def release_memory() -> None:
+    """
+    Free the memory of engines nobody references any more (call after dropping one).
+
+    gc collects the reference cycles torch modules form; the CUDA caching allocator keeps freed
+    blocks for reuse until empty_cache returns them to the driver (other processes see them).
+    """
+    gc.collect()
+    torch = sys.modules.get('torch')  # an engine that never imported torch holds no device memory
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -46,25 +47,38 @@ class Intrinsics:
                           (self.cy + 0.5) * sy - 0.5, int(width), int(height))
 
 
-def intrinsics_from_camera_info(k, p, width: int, height: int) -> Intrinsics:
+def intrinsics_from_camera_info(k, p, width: int, height: int, *, binning_x: int = 0,
+                                binning_y: int = 0,
+                                roi: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Intrinsics:
     """
-    Intrinsics from a CameraInfo's P (rectified image, as depth_image_proc uses), else K.
+    Intrinsics of the image a CameraInfo describes, from P (rectified, as depth_image_proc) else K.
 
-    An all-zero or otherwise unusable calibration raises ValueError: an uncalibrated camera must
-    not silently produce a projection.
+    K and P are calibrated at full sensor resolution (width x height); binning and the region of
+    interest (roi = x_offset, y_offset, roi width, roi height; all zero = full image) shrink the
+    published image. They are applied as image_geometry's PinholeCameraModel does, so every ROS
+    consumer of the same CameraInfo sees the same rays: the principal point moves by the ROI
+    offset, then fx, cx are divided by binning_x and fy, cy by binning_y (binning 0 means 1).
+    The returned size is (roi size or full size) / binning, rounded down. An unusable
+    calibration raises ValueError: an uncalibrated camera must not silently produce a projection.
     """
+    bx, by = max(int(binning_x), 1), max(int(binning_y), 1)
+    x_offset, y_offset, roi_width, roi_height = (int(v) for v in roi)
+    if (x_offset, y_offset, roi_width, roi_height) == (0, 0, 0, 0):
+        roi_width, roi_height = int(width), int(height)
+    if roi_width // bx <= 0 or roi_height // by <= 0:
+        raise ValueError(f'camera info describes no image: {roi_width}x{roi_height} pixels '
+                         f'(full size {width}x{height}, roi {tuple(roi)}) binned by {bx}x{by}')
     candidates = []
     if p is not None and len(p) == 12:
         pm = np.asarray(p, dtype=np.float64).reshape(3, 4)
-        candidates.append(('P', pm[0, 0], pm[1, 1], pm[0, 2], pm[1, 2]))
+        candidates.append((pm[0, 0], pm[1, 1], pm[0, 2], pm[1, 2]))
     if k is not None and len(k) == 9:
         km = np.asarray(k, dtype=np.float64).reshape(3, 3)
-        candidates.append(('K', km[0, 0], km[1, 1], km[0, 2], km[1, 2]))
-    if int(width) <= 0 or int(height) <= 0:
-        raise ValueError(f'camera info has no image size ({width}x{height})')
-    for _, fx, fy, cx, cy in candidates:
+        candidates.append((km[0, 0], km[1, 1], km[0, 2], km[1, 2]))
+    for fx, fy, cx, cy in candidates:
         if all(math.isfinite(x) for x in (fx, fy, cx, cy)) and fx > 0.0 and fy > 0.0:
-            return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(width), int(height))
+            return Intrinsics(float(fx) / bx, float(fy) / by, (float(cx) - x_offset) / bx,
+                              (float(cy) - y_offset) / by, roi_width // bx, roi_height // by)
     raise ValueError('camera info has neither a valid P nor a valid K (all zero or non-finite); '
                      'calibrate the camera or publish its CameraInfo')
 
@@ -126,3 +140,19 @@ def project(points: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarra
     u = intr.fx * x * inv + intr.cx
     v = intr.fy * y * inv + intr.cy
     return u, v, z.copy()
+
+
+def pinhole_fields(k, width: int, height: int) -> dict[str, Any]:
+    """
+    CameraInfo fields of a rectified pinhole camera with intrinsics K (3x3, row-major).
+
+    plumb_bob with zero coefficients, R = I, P = [K | 0], no binning, full-frame ROI: what a
+    driver publishes for an already rectified image. Plain Python values, so typestores other
+    than rclpy's (rosbags) build their CameraInfo from the same fields.
+    """
+    k = np.asarray(k, dtype=np.float64).reshape(3, 3)
+    p = np.zeros((3, 4))
+    p[:, :3] = k
+    return {'height': int(height), 'width': int(width), 'distortion_model': 'plumb_bob',
+            'd': [0.0] * 5, 'k': k.ravel().tolist(), 'r': np.eye(3).ravel().tolist(),
+            'p': p.ravel().tolist(), 'binning_x': 0, 'binning_y': 0}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lotus_ros.core.engine import ModelLoadError, Prediction
+from lotus_ros.core.engine import ModelLoadError, Prediction, cuda_memory_stats, warmup_frame
 
 __all__ = ['RESIZE_MODES', 'LotusEngine', 'TASK_EMBEDDING', 'TIMESTEP', 'processing_size',
            'registered_size', 'resolve_checkpoint']
@@ -487,25 +487,13 @@ class LotusEngine:
         return engine
 
     def _warmup(self, warmup: bool | tuple[int, int]) -> None:
-        if isinstance(warmup, tuple):
-            shape, resolution = warmup, self.processing_resolution
-        elif self.device.type == 'cuda':
-            shape, resolution = (480, 640), self.processing_resolution
-        else:
-            shape, resolution = (64, 64), 0
-        image = np.full((*shape, 3), 128, np.uint8)
+        image, resolution = warmup_frame(warmup, self.device, self.processing_resolution)
         self._run(image[None], ('depth', 'normal'), resolution)
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def memory_stats(self) -> dict[str, float]:
-        """Return CUDA memory in MB ({} on CPU, where the process RSS is the measure)."""
-        if self.device.type != 'cuda':
-            return {}
-        mb = 1024.0 * 1024.0
-        return {'allocated_mb': torch.cuda.memory_allocated(self.device) / mb,
-                'reserved_mb': torch.cuda.memory_reserved(self.device) / mb,
-                'peak_mb': torch.cuda.max_memory_allocated(self.device) / mb}
+        return cuda_memory_stats(self.device)
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True,
                 normal: bool = True) -> Prediction:

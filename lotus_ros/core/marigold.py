@@ -15,14 +15,8 @@ import time
 import numpy as np
 import torch
 
-from lotus_ros.core.lotus_d import (
-    ModelLoadError,
-    Prediction,
-    _check_folder,
-    _pick_device,
-    _pick_dtype,
-    resolve_checkpoint,
-)
+from lotus_ros.core.engine import ModelLoadError, Prediction, cuda_memory_stats, warmup_frame
+from lotus_ros.core.lotus_d import _check_folder, _pick_device, _pick_dtype, resolve_checkpoint
 
 __all__ = ['MarigoldEngine', 'marigold_to_lotus_normals']
 
@@ -171,24 +165,13 @@ class MarigoldEngine:
         return engine
 
     def _warmup(self, warmup: bool | tuple[int, int]) -> None:
-        if isinstance(warmup, tuple):
-            shape, resolution = warmup, self.processing_resolution
-        elif self.device.type == 'cuda':
-            shape, resolution = (480, 640), self.processing_resolution
-        else:
-            shape, resolution = (64, 64), 0
-        self._run([np.full((*shape, 3), 128, np.uint8)], ('depth', 'normal'), resolution)
+        image, resolution = warmup_frame(warmup, self.device, self.processing_resolution)
+        self._run([image], ('depth', 'normal'), resolution)
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def memory_stats(self) -> dict[str, float]:
-        """Return CUDA memory in MB ({} on CPU, where the process RSS is the measure)."""
-        if self.device.type != 'cuda':
-            return {}
-        mb = 1024.0 * 1024.0
-        return {'allocated_mb': torch.cuda.memory_allocated(self.device) / mb,
-                'reserved_mb': torch.cuda.memory_reserved(self.device) / mb,
-                'peak_mb': torch.cuda.max_memory_allocated(self.device) / mb}
+        return cuda_memory_stats(self.device)
 
     def predict(self, rgb: np.ndarray, *, depth: bool = True,
                 normal: bool = True) -> Prediction:

@@ -44,21 +44,26 @@ def parameter_value(value: Any) -> str:
     return repr(value)
 
 
-def node_command() -> list[str]:
-    """Return the installed executable, else the node module of the source tree (not built)."""
-    exe = installed.node_executable()
+# The package's executables and the source-tree module each one runs.
+EXECUTABLE_MODULES = {'lotus_node': 'lotus_ros.ros.node',
+                      'lotus_lifecycle_node': 'lotus_ros.ros.lifecycle_node'}
+
+
+def node_command(executable: str = 'lotus_node') -> list[str]:
+    """Return the installed executable, else its module in the source tree (not built)."""
+    exe = installed.node_executable(executable)
     return [sys.executable, str(exe)] if exe is not None else \
-        [sys.executable, '-m', 'lotus_ros.ros.node']
+        [sys.executable, '-m', EXECUTABLE_MODULES[executable]]
 
 
 class NodeProcess:
-    """lotus_node with --ros-args; stdout and stderr go to `log_path`."""
+    """lotus_node (or `executable`) with --ros-args; stdout and stderr go to `log_path`."""
 
     def __init__(self, log_path: Path, env: dict[str, str], *,
                  params_files: tuple[Path, ...] | list[Path] = (),
                  params: dict[str, Any] | None = None, remaps: dict[str, str] | None = None,
-                 cwd: Path | None = None):
-        args = node_command() + ['--ros-args']
+                 cwd: Path | None = None, executable: str = 'lotus_node'):
+        args = node_command(executable) + ['--ros-args']
         for params_file in params_files:
             args += ['--params-file', str(params_file)]
         for name, value in (params or {}).items():

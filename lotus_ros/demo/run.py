@@ -38,7 +38,13 @@ import yaml
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
 from lotus_ros.core.stamps import seconds_to_ns, stamp_to_ns
-from lotus_ros.demo.synthetic import SyntheticFrame, render_sequence
+from lotus_ros.demo.synthetic import (
+    LOG_OFFSETS_NS,
+    SyntheticFrame,
+    render_sequence,
+    write_sequence_bag,
+)
+from lotus_ros.ros.parameters import load_parameter_files
 
 # The published (depth, normal) checkpoints the demo uses per backend ('auto' uses Lotus-D's).
 MODELS = {
@@ -399,7 +405,7 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     latencies = []
     for item in relative:
         sent = recording.image_publish_wall.get(
-            stamp_to_ns(item.msg.header.stamp) + bag_io.LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
+            stamp_to_ns(item.msg.header.stamp) + LOG_OFFSETS_NS[bag_io.TOPIC_IMAGE])
         if sent is not None:
             latencies.append(item.wall - sent)
     abs_rel, coverage, scale_err = [], [], []
@@ -449,16 +455,23 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     return rows, by_stamp
 
 
+def backend_label(params: dict[str, Any], models: tuple[str, str]) -> str:
+    """Name what the node runs for the summary: backend, ensemble, stabilisation."""
+    label = backend_name(params.get('backend', 'auto'), *models)
+    if params.get('ensemble_size', 1) > 1:
+        label += f", ensemble of {params['ensemble_size']}"
+    if params.get('temporal.stabilize'):
+        label += ', temporal.stabilize'
+    return label
+
+
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None, extra_params: list[str],
-                     backend: str = 'lotus-d') -> str:
+                     sheets: list[str], ply: str | None, backend: str = 'lotus-d') -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
     models_line = (f'Backend: {backend}. Models: depth `{models[0] or "(none)"}`, '
                    f'normal `{models[1] or "(none)"}`')
-    if extra_params:
-        models_line += f' (unless overridden by --params {" ".join(extra_params)})'
     lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
@@ -537,7 +550,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
                              scene=args.scene)
     bag = out / 'sequence_bag'
     shutil.rmtree(bag, ignore_errors=True)
-    bag_io.write_sequence_bag(frames, bag, storage=args.storage)
+    write_sequence_bag(frames, bag, storage=args.storage)
 
     print('[2/4] Preparing the models ...', flush=True)
     family = args.backend if args.backend in MODELS else 'lotus-d'
@@ -551,8 +564,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         normal_model = resolve_model(
             published[1] if args.normal_model is None else args.normal_model, 'normal')
         resolution = args.processing_resolution or max(args.width, args.height)
-    backend = backend_name(args.backend, depth_model, normal_model)
-    if backend.startswith('marigold') and not args.processing_resolution:
+    if backend_name(args.backend, depth_model, normal_model).startswith('marigold') and \
+            not args.processing_resolution:
         resolution = -(-resolution // 8) * 8  # Marigold takes multiples of 8 only
     params = demo_parameters(depth_model, normal_model, device=args.device,
                              processing_resolution=resolution,
@@ -566,6 +579,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         params_files.append(base)
     params_files.append(write_params_file(out / 'demo_params.yaml', params))
     params_files += [Path(p) for p in args.params]
+    try:  # the parameters the node will get: the --params files may change the models
+        node_params = load_parameter_files(params_files, node_name=NODE_NAME, namespace='/')
+    except (OSError, ValueError) as exc:
+        raise DemoError(f'cannot read the parameter files: {exc}', 2) from exc
+    models = (node_params.get('depth_model', ''), node_params.get('normal_model', ''))
 
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
@@ -588,12 +606,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
-    if args.ensemble_size > 1:
-        backend += f', ensemble of {args.ensemble_size}'
-    if args.stabilize:
-        backend += ', temporal.stabilize'
-    text = summary_markdown(rows, tiny=args.tiny, models=(depth_model, normal_model),
-                            sheets=sheets, ply=ply, extra_params=args.params, backend=backend)
+    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply,
+                            backend=backend_label(node_params, models))
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')

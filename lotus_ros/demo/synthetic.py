@@ -6,6 +6,7 @@ downloads. A short camera path through a textured room with boxes (or an outdoor
 buildings and sky) is ray cast with numpy. Everything is in the camera optical frame of REP 103/118
 (x right, y down, z forward); depth is Z along the optical axis, not the range along the ray.
 Pixel (u, v) has its centre at integer coordinates, as in ROS CameraInfo and OpenCV.
+`write_sequence_bag` stores a sequence as a rosbag2 bag (camera, camera_info, LiDAR depth).
 
 The world frame uses the same axis directions as the optical frame at the start of the path
 (y down), so the floor of the room is the plane y = FLOOR_Y.
@@ -13,9 +14,16 @@ The world frame uses the same axis directions as the optical frame at the start 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from rosbags.typesys.store import Typestore
+
+from lotus_ros.bags import bag_io
+from lotus_ros.core.geometry import pinhole_fields
+from lotus_ros.core.stamps import seconds_to_ns
 
 FLOOR_Y = 1.0
 """World y of the room floor (the camera path is about 1 m above it, y points down)."""
@@ -306,3 +314,58 @@ def render_sequence(num_frames: int = 20, *, width: int = 320, height: int = 240
             labels=label.reshape(height, width),
         ))
     return frames
+
+
+# -- the sequence as a rosbag2 bag ------------------------------------------------------------
+FRAME_ID = 'camera_optical_frame'
+# Per frame the side inputs are logged just before the image (1 us apart), so a player that
+# follows log time delivers camera_info and LiDAR depth before the image they belong to.
+LOG_OFFSETS_NS = {bag_io.TOPIC_CAMERA_INFO: 0, bag_io.TOPIC_SPARSE_DEPTH: 1_000,
+                  bag_io.TOPIC_IMAGE: 2_000}
+
+
+def frame_messages(frame: SyntheticFrame, typestore: Typestore,
+                   frame_id: str = FRAME_ID) -> list[tuple[str, str, object]]:
+    """
+    Build the camera_info, LiDAR depth and image messages of one synthetic frame.
+
+    All three carry the same header (the frame's stamp), as a driver with hardware sync would.
+    LiDAR depth is 32FC1 in metres with NaN for no return, registered to the camera image.
+    """
+    types = typestore.types
+    stamp_ns = seconds_to_ns(frame.stamp)
+    header = types['std_msgs/msg/Header'](
+        stamp=types['builtin_interfaces/msg/Time'](sec=stamp_ns // 1_000_000_000,
+                                                   nanosec=stamp_ns % 1_000_000_000),
+        frame_id=frame_id)
+    fields = {name: np.asarray(value, dtype=np.float64) if isinstance(value, list) else value
+              for name, value in pinhole_fields(frame.k, frame.width, frame.height).items()}
+    info = types['sensor_msgs/msg/CameraInfo'](
+        header=header, roi=types['sensor_msgs/msg/RegionOfInterest'](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False), **fields)
+    image_cls = types['sensor_msgs/msg/Image']
+    rgb = np.ascontiguousarray(frame.rgb, dtype=np.uint8)
+    image = image_cls(header=header, height=frame.height, width=frame.width, encoding='rgb8',
+                      is_bigendian=0, step=3 * frame.width, data=rgb.reshape(-1))
+    sparse = np.ascontiguousarray(frame.sparse_depth, dtype='<f4')
+    depth = image_cls(header=header, height=frame.height, width=frame.width, encoding='32FC1',
+                      is_bigendian=0, step=4 * frame.width,
+                      data=sparse.view(np.uint8).reshape(-1))
+    return [
+        (bag_io.TOPIC_CAMERA_INFO, 'sensor_msgs/msg/CameraInfo', info),
+        (bag_io.TOPIC_SPARSE_DEPTH, 'sensor_msgs/msg/Image', depth),
+        (bag_io.TOPIC_IMAGE, 'sensor_msgs/msg/Image', image),
+    ]
+
+
+def write_sequence_bag(frames: Iterable[SyntheticFrame], path: str | Path, *,
+                       storage: str = 'mcap', frame_id: str = FRAME_ID) -> Path:
+    """Write a synthetic sequence as a rosbag2 (raises if path exists; bags are never merged)."""
+    with bag_io.BagWriter(path, storage=storage) as bag:
+        for frame in frames:
+            stamp_ns = seconds_to_ns(frame.stamp)
+            for topic, msgtype, message in frame_messages(frame, bag.typestore, frame_id):
+                bag.add_topic(topic, msgtype)
+                bag.write(topic, stamp_ns + LOG_OFFSETS_NS[topic],
+                          bag.serialize(message, msgtype))
+    return Path(path)

@@ -65,9 +65,9 @@ class FrameAssembler:
         self.sparse.add(stamp_to_ns(msg.header.stamp), msg)
 
     def reset(self, stamp_ns: int) -> None:
-        """Time went back to `stamp_ns`: forget side messages stamped later (another run's)."""
-        self.camera_info.discard_after(stamp_ns)
-        self.sparse.discard_after(stamp_ns)
+        """Time went back to `stamp_ns`: forget the side messages of the earlier run."""
+        self.camera_info.forget_earlier_run(stamp_ns)
+        self.sparse.forget_earlier_run(stamp_ns)
 
     @staticmethod
     def _expected(cache: StampCache, stamp_ns: int, ahead_ns: int) -> bool:

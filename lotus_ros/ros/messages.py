@@ -7,12 +7,10 @@ tests describe a camera the same way.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 from std_msgs.msg import Header
 
+from lotus_ros.core.geometry import pinhole_fields
 from lotus_ros.core.stamps import ns_to_sec_nanosec, seconds_to_ns
 
 
@@ -22,22 +20,6 @@ def header_at(stamp: float | int, frame_id: str) -> Header:
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = ns_to_sec_nanosec(stamp_ns)
     return header
-
-
-def pinhole_fields(k, width: int, height: int) -> dict[str, Any]:
-    """
-    CameraInfo fields of a rectified pinhole camera with intrinsics K (3x3, row-major).
-
-    plumb_bob with zero coefficients, R = I, P = [K | 0], no binning, full-frame ROI: what a
-    driver publishes for an already rectified image. Plain Python values, so typestores other
-    than rclpy's (rosbags) build their CameraInfo from the same fields.
-    """
-    k = np.asarray(k, dtype=np.float64).reshape(3, 3)
-    p = np.zeros((3, 4))
-    p[:, :3] = k
-    return {'height': int(height), 'width': int(width), 'distortion_model': 'plumb_bob',
-            'd': [0.0] * 5, 'k': k.ravel().tolist(), 'r': np.eye(3).ravel().tolist(),
-            'p': p.ravel().tolist(), 'binning_x': 0, 'binning_y': 0}
 
 
 def pinhole_camera_info(k, width: int, height: int, header: Header) -> CameraInfo:

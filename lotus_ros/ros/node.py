@@ -27,7 +27,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from lotus_ros.core.engine import load_engine
+from lotus_ros.core.engine import load_engine, release_memory
 from lotus_ros.core.stamps import stamp_to_ns
 from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
 from lotus_ros.ros.frame_assembly import FrameAssembler, static_points_transform
@@ -37,6 +37,7 @@ from lotus_ros.ros.outputs import output_types
 from lotus_ros.ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
 from lotus_ros.ros.processor import FrameProcessor
 
+NODE_NAME = 'lotus'
 WARN_PERIOD = 5.0          # s between warnings of the same kind
 SPARSE_WAIT = 0.05         # s the worker may wait for a sparse message that is about to arrive
 # An image stamp this much older than the previous one means time went backwards (a bag loop,
@@ -49,17 +50,47 @@ class StartupError(Exception):
 
 
 class LotusNode(Node):
+    """
+    The lotus node, configured and activated by its constructor.
+
+    The steps _configure, _activate, _deactivate and _cleanup are the whole bring-up and
+    teardown; the lifecycle node (lifecycle_node.LotusLifecycleNode) runs the same steps from
+    its transitions instead.
+    """
+
     def __init__(self, **kwargs):
-        super().__init__('lotus', **kwargs)
-        self.params = declare_parameters(self)
-        for name, value in self.params.items():
+        super().__init__(NODE_NAME, **kwargs)
+        self._init_state()
+        self._configure()
+        self._activate()
+
+    def _init_state(self) -> None:
+        """Nothing loaded, no endpoints: the state before _configure and after _cleanup."""
+        self.engine = None
+        self.processor: FrameProcessor | None = None
+        self.queue: FrameQueue | None = None
+        self.worker: threading.Thread | None = None
+        self._running = False
+        self._inputs: list = []
+        self._info_sub = None
+        self.pubs: dict[str, Any] = {}
+        self.diag_pub = None
+        self._diag_timer = None
+        self._jump_handle = None
+        self._tf_buffer = None
+        self._tf_listener = None
+        self._watching_parameters = False
+
+    def _configure(self) -> None:
+        """Declare and check the parameters, load the engine, create the endpoints."""
+        p = declare_parameters(self)
+        for name, value in p.items():
             reason = validate(name, value)
             if reason:
                 raise StartupError(f'invalid parameter: {reason}')
-        reason = validate_set(self.params)
+        reason = validate_set(p)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
-        p = self.params
 
         try:
             engine = load_engine(p)
@@ -72,8 +103,6 @@ class LotusNode(Node):
         self.engine = engine
         self.processor = FrameProcessor(engine, p)
         self.stats = NodeStats()
-        self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
-        self._tf_buffer = None
         self.assembler = FrameAssembler(capacity=30, lookup_transform=self._lookup_transform)
         self._warned: dict[str, float] = {}
         self._pending: dict[str, Any] = {}
@@ -87,47 +116,97 @@ class LotusNode(Node):
         pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                              reliability=ReliabilityPolicy.RELIABLE)
         if p['image_transport'] == 'compressed':
-            self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
-                                     sub_qos, qos_overriding_options=qos_override)
+            image_sub = self.create_subscription(CompressedImage, 'image/compressed',
+                                                 self._on_image, sub_qos,
+                                                 qos_overriding_options=qos_override)
         else:
-            self.create_subscription(Image, 'image', self._on_image, sub_qos,
-                                     qos_overriding_options=qos_override)
+            image_sub = self.create_subscription(Image, 'image', self._on_image, sub_qos,
+                                                 qos_overriding_options=qos_override)
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
                                                   sub_qos, qos_overriding_options=qos_override)
+        self._inputs = [image_sub, self._info_sub]
         source = p['alignment.source']
         if source == 'sparse_depth':
-            self.create_subscription(Image, 'sparse_depth', self._on_sparse, sub_qos,
-                                     qos_overriding_options=qos_override)
+            self._inputs.append(self.create_subscription(
+                Image, 'sparse_depth', self._on_sparse, sub_qos,
+                qos_overriding_options=qos_override))
         elif source == 'sparse_points':
-            self.create_subscription(PointCloud2, 'sparse_points', self._on_sparse, sub_qos,
-                                     qos_overriding_options=qos_override)
+            self._inputs.append(self.create_subscription(
+                PointCloud2, 'sparse_points', self._on_sparse, sub_qos,
+                qos_overriding_options=qos_override))
             if p['alignment.use_tf']:
                 self._start_tf()
 
-        self.pubs = {name: self.create_publisher(msg_type, name, pub_qos,
-                                                 qos_overriding_options=qos_override)
+        self.pubs = {name: self._create_output_publisher(msg_type, name, pub_qos,
+                                                         qos_overriding_options=qos_override)
                      for name, msg_type in output_types().items()}
-        self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.diag_pub = self._create_output_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, 'add_post_set_parameters_callback'):  # Iron and newer
             self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._watching_parameters = True
         # Backward jumps of the node clock (sim time restarted by a looping bag, or the system
         # clock set back); stamps jumping back without a clock are caught per frame.
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1.0),
                           on_clock_change=False),
             post_callback=lambda jump: self._time_jumped.set())
-        # steady clock: diagnostics must flow even while a simulated clock is paused
-        self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # steady clock: diagnostics must flow even while a simulated clock is paused; they
+        # start with inference (_activate)
+        self._diag_timer = self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diag_timer.cancel()
 
-        self._running = True
-        self.worker = threading.Thread(target=self._work, name='lotus_inference', daemon=True)
-        self.worker.start()
+    def _activate(self) -> None:
+        """Start inference, publishing and diagnostics."""
+        self._start_workers()
+        self._diag_timer.reset()
+        engine, p = self.engine, self.processor.params
         self.get_logger().info(
             f'ready: device={engine.device} dtype={engine.dtype} depth={engine.has_depth} '
             f'normal={engine.has_normal} '
-            f"alignment={source} drop_frames={p['drop_frames']} lazy={p['lazy']}")
+            f"alignment={p['alignment.source']} drop_frames={p['drop_frames']} lazy={p['lazy']}")
+
+    def _deactivate(self) -> None:
+        """Stop inference after the frame in flight; the engine and the endpoints stay."""
+        self.stop(timeout=None)
+        if self._diag_timer is not None:
+            self._diag_timer.cancel()
+
+    def _cleanup(self) -> None:
+        """Undo _configure (all of it or the part that ran) and free the engine's memory."""
+        self._deactivate()
+        if self._watching_parameters:
+            self.remove_on_set_parameters_callback(self._on_set_parameters)
+            if hasattr(self, 'remove_post_set_parameters_callback'):
+                self.remove_post_set_parameters_callback(self._on_parameters_set)
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+        for pub in [*self.pubs.values(), self.diag_pub]:
+            if pub is not None:
+                self._destroy_output_publisher(pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        if self._jump_handle is not None:
+            self._jump_handle.unregister()
+        self._init_state()  # drops the last references to the engine (and the processor)
+        release_memory()
+
+    def _create_output_publisher(self, msg_type, topic: str, qos, **kwargs):
+        return self.create_publisher(msg_type, topic, qos, **kwargs)
+
+    def _destroy_output_publisher(self, publisher) -> None:
+        self.destroy_publisher(publisher)
+
+    def _start_workers(self) -> None:
+        """Start the inference worker on a fresh frame queue."""
+        p = self.processor.params
+        self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
+        self._running = True
+        self.worker = threading.Thread(target=self._work, name='lotus_inference', daemon=True)
+        self.worker.start()
 
     # -- helpers ---------------------------------------------------------------------------
     def _start_tf(self) -> None:
@@ -168,6 +247,8 @@ class LotusNode(Node):
 
     # -- callbacks: store only -------------------------------------------------------------
     def _on_image(self, msg) -> None:
+        if not self._running:  # inactive: the frame is nobody's
+            return
         self.stats.on_input()
         if not self.queue.put((msg, time.monotonic())) and not self.queue.drop_frames \
                 and not self.queue.closed:
@@ -314,15 +395,21 @@ class LotusNode(Node):
             alignment_enabled=self.processor.alignment_enabled)
         self.diag_pub.publish(arr)
 
-    def stop(self, timeout: float = 1.0) -> bool:
-        """Stop the worker; True when it finished within the timeout."""
+    def stop(self, timeout: float | None = 1.0) -> bool:
+        """Stop the worker (timeout None: after the frame in flight); True when it finished."""
         self._running = False
-        self.queue.close()
+        if self.queue is not None:
+            self.queue.close()
+        if self.worker is None:
+            return True
         self.worker.join(timeout)
         return not self.worker.is_alive()
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, node_class: type[LotusNode] = LotusNode) -> int:
+    if not sys.stderr.isatty():
+        # Under ros2 launch (or into a log file) the loaders' progress bars become empty lines.
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
     try:
         rclpy.init(args=args)
     except Exception as e:  # bad --ros-args: rcl already said which one
@@ -330,7 +417,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     node = None
     try:
-        node = LotusNode()
+        node = node_class()
     except StartupError as e:
         print(f'[lotus_node] FATAL: {e}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()

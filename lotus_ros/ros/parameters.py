@@ -2,14 +2,20 @@
 Every node parameter in one table: name, default, description, range/choices, runtime changes.
 
 The table is plain Python so the offline bag tool and the tests read the same defaults and
-validation rules as the node; only `declare_parameters` touches rclpy-side message types.
+validation rules as the node; only `declare_parameters` and `load_parameter_files` use rclpy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 import math
+from pathlib import Path
+import re
+import tempfile
 from typing import Any
+
+import yaml
 
 COLORMAPS = ('turbo', 'viridis', 'inferno', 'magma', 'plasma', 'jet', 'gray')
 
@@ -249,7 +255,12 @@ def validate_set(params: dict[str, Any]) -> str | None:
 
 
 def declare_parameters(node) -> dict[str, Any]:
-    """Declare every parameter on an rclpy node with descriptors; return the current values."""
+    """
+    Declare every parameter on an rclpy node with descriptors; return the current values.
+
+    Parameters already declared (a lifecycle node configured again after cleanup) keep their
+    declaration and their current value.
+    """
     from rcl_interfaces.msg import (
         FloatingPointRange,
         IntegerRange,
@@ -282,8 +293,76 @@ def declare_parameters(node) -> dict[str, Any]:
                     repr(c) for c in spec.choices)
         elif isinstance(d, list):
             desc.type = ParameterType.PARAMETER_DOUBLE_ARRAY
-        value = node.declare_parameter(spec.name, d, desc).value
+        if node.has_parameter(spec.name):
+            value = node.get_parameter(spec.name).value
+        else:
+            value = node.declare_parameter(spec.name, d, desc).value
         if isinstance(d, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         values[spec.name] = value
     return values
+
+
+def _node_sections(tree: Any, path: str, keys: tuple[str, ...] = ()):
+    """Yield (node name, ros__parameters) of a parameter file, nested namespace keys joined."""
+    if not isinstance(tree, dict):
+        raise ValueError(f'{path}: {"/".join(keys) or "the file"} is not a mapping; ros2 '
+                         'parameter files look like {node: {ros__parameters: {...}}}')
+    for key, value in tree.items():
+        if key == 'ros__parameters':
+            yield '/' + '/'.join(k.strip('/') for k in keys), value
+        else:
+            yield from _node_sections(value, path, (*keys, str(key)))
+
+
+def _name_pattern(node_key: str) -> re.Pattern:
+    """Match node names as rcl does: '*' is one name token, '**' any number of them (or none)."""
+    tokens = node_key.strip('/').split('/')
+    return re.compile(''.join(r'(/\w+)*' if t == '**' else r'/\w+' if t == '*'
+                              else '/' + re.escape(t) for t in tokens))
+
+
+def _rclpy_values(section: dict[str, Any]) -> dict[str, Any]:
+    """Values of one node section as rclpy's YAML parser types and names them (a.b for nesting)."""
+    from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
+
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml') as f:
+        yaml.safe_dump({'/**': {'ros__parameters': section}}, f, sort_keys=False)
+        f.flush()
+        parsed = parameter_dict_from_yaml_file(f.name, use_wildcard=True)
+    return {name: parameter_value_to_python(msg.value) for name, msg in parsed.items()}
+
+
+def load_parameter_files(paths: Iterable[str | Path], node_name: str = 'lotus',
+                         namespace: str = '/lotus') -> dict[str, Any]:
+    """
+    Return the parameters `--ros-args --params-file` files give the node namespace/node_name.
+
+    Defaults to the launch file's node, /lotus/lotus. Node keys match as rcl matches them: the
+    full name ('/lotus/lotus', or nested '/lotus: {lotus: ...}'), a bare name is a node in the
+    root namespace ('lotus' is '/lotus'), and wildcards: '*' one token, '**' any number ('/**',
+    '/**/lotus'). Every matching key applies, in the order the keys first appear across the
+    files (a key repeated in a later file keeps its place and takes the later values), so a
+    '/**' after '/lotus/lotus' wins. rclpy's parser (parameter_dict_from_yaml_file) reads the
+    values: it matches only '/**' and exact names itself, so keys are matched here and each
+    matching section goes through it. Like rclpy, it re-guesses types from text: a quoted
+    'true' is a bool here, a string for rcl.
+    """
+    fqn = namespace.rstrip('/') + '/' + node_name.strip('/')
+    if not fqn.startswith('/'):
+        fqn = '/' + fqn
+    sections: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            tree = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f'{path} is not YAML: {exc}') from exc
+        for key, section in _node_sections(tree or {}, str(path)):
+            if not isinstance(section, dict):
+                raise ValueError(f'{path}: ros__parameters of {key} is not a mapping')
+            sections.setdefault(key, {}).update(_rclpy_values(section) if section else {})
+    params: dict[str, Any] = {}
+    for key, values in sections.items():
+        if _name_pattern(key).fullmatch(fqn):
+            params.update(values)
+    return params

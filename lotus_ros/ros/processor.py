@@ -79,11 +79,14 @@ class FrameProcessor:
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
         self.alignment_type = alignment_type()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix='lotus_post')
+        # non-zero distortion is reported once, not every frame (the node logs problems)
+        self._warned_distortion = False
 
     # -- configuration ---------------------------------------------------------------------
     @property
     def depth_space(self) -> str:
-        return self.params.get('depth_space') or self.engine.depth_space or 'disparity'
+        # The engine resolved it (depth_space parameter, else the checkpoint's signals).
+        return self.engine.depth_space or 'disparity'
 
     @property
     def alignment_enabled(self) -> bool:
@@ -156,15 +159,29 @@ class FrameProcessor:
             res.problems.append(('no_camera_info', 'no camera_info matches the image stamp; '
                                  'points and point-type sparse input are skipped'))
             return None
-        if (info.width, info.height) != (w, h):
-            res.problems.append(('camera_info_size', f'camera_info is {info.width}x{info.height} '
-                                 f'but the image is {w}x{h}'))
-            return None
+        roi = info.roi
         try:
-            return intrinsics_from_camera_info(list(info.k), list(info.p), w, h)
+            intr = intrinsics_from_camera_info(
+                list(info.k), list(info.p), info.width, info.height, binning_x=info.binning_x,
+                binning_y=info.binning_y,
+                roi=(roi.x_offset, roi.y_offset, roi.width, roi.height))
         except ValueError as e:
             res.problems.append(('camera_info_intrinsics', f'camera_info rejected: {e}'))
             return None
+        if (intr.width, intr.height) != (w, h):
+            res.problems.append((
+                'camera_info_size', f'camera_info describes a {intr.width}x{intr.height} image '
+                f'({info.width}x{info.height}, roi {roi.width}x{roi.height}+{roi.x_offset}+'
+                f'{roi.y_offset}, binning {info.binning_x}x{info.binning_y}) but the image is '
+                f'{w}x{h}'))
+            return None
+        if not self._warned_distortion and any(c != 0.0 for c in info.d):
+            self._warned_distortion = True
+            res.problems.append((
+                'camera_info_distorted', f'camera_info has non-zero distortion {list(info.d)} '
+                f'({info.distortion_model}); depth and points assume a rectified image (use '
+                'image_proc rectify and its camera_info). Warned once'))
+        return intr
 
     def _sparse_depth(self, msg: Image, w: int, h: int, res: FrameResult) -> np.ndarray | None:
         try:

@@ -39,10 +39,17 @@ class StampCache:
             self._items.clear()
             self._latest = None
 
-    def discard_after(self, stamp_ns: int) -> None:
-        """Drop items stamped after `stamp_ns` (time went backwards: they are another run's)."""
+    def forget_earlier_run(self, stamp_ns: int) -> None:
+        """
+        Time went back to `stamp_ns`: drop what arrived up to the last item stamped later.
+
+        Those items belong to the earlier run (a looping bag repeats its stamps); what arrived
+        after them is the new run's, whatever its stamps.
+        """
         with self._lock:
-            for s in [s for s in self._items if s > stamp_ns]:
+            stamps = list(self._items)   # arrival order
+            later = [i for i, s in enumerate(stamps) if s > stamp_ns]
+            for s in stamps[:later[-1] + 1] if later else []:
                 del self._items[s]
             self._latest = next(reversed(self._items.items()), None)
 
