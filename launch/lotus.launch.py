@@ -1,11 +1,11 @@
 """
 Start lotus_node: `ros2 launch lotus_ros lotus.launch.py image:=/my_cam/image_raw`.
 
-Parameters come from params_file (default: the package's config/lotus.yaml); the model/device
-arguments override it only when given. Input topics are remapped from the node's relative names
-(image, image/compressed, camera_info, sparse_depth, sparse_points); outputs appear under the
-namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true also opens RViz2
-with the package's config/lotus.rviz, when rviz2 is installed.
+Parameters come from params_file (default: the package's config/lotus.yaml); the model, device,
+backend and stabilize arguments override it only when given. Input topics are remapped from the
+node's relative names (image, image/compressed, camera_info, sparse_depth, sparse_points); outputs
+appear under the namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true
+also opens RViz2 with the package's config/lotus.rviz, when rviz2 is installed.
 
 lifecycle:=true starts lotus_lifecycle_node instead, unconfigured, for a lifecycle manager (Nav2's
 lifecycle_manager: README, Lifecycle); autostart:=true makes this launch file the manager
@@ -41,6 +41,9 @@ ARGUMENTS = (
     ('depth_model', '', "Override depth_model ('' keeps params_file; 'none' disables)"),
     ('normal_model', '', "Override normal_model ('' keeps params_file; 'none' disables)"),
     ('device', '', "Override device, e.g. 'cpu', 'cuda' ('' keeps params_file)"),
+    ('backend', '', "Override backend: 'auto', 'lotus-d', 'lotus-g', 'marigold' ('' keeps "
+     'params_file)'),
+    ('stabilize', '', "Override temporal.stabilize: 'true' or 'false' ('' keeps params_file)"),
     ('use_sim_time', 'false', 'Use /clock (bag playback, simulation)'),
     ('log_level', 'info', 'Log level: debug, info, warn, error, fatal'),
     ('rviz', 'false', 'Also open RViz2 with config/lotus.rviz (when rviz2 is installed)'),
@@ -80,6 +83,10 @@ def _node(context):
         value = arg(name)
         if value:
             overrides[name] = '' if value == 'none' else value
+    if arg('backend'):
+        overrides['backend'] = arg('backend')
+    if arg('stabilize'):
+        overrides['temporal.stabilize'] = arg('stabilize').strip().lower() in ('true', '1', 'yes')
     image = arg('image')
     lifecycle = _is_true(arg('lifecycle'))
     node = (LifecycleNode if lifecycle else Node)(

@@ -248,8 +248,10 @@ DEGENERATE = {
 def test_degenerate_input_never_raises_nor_emits_nonfinite(name, space, mode):
     p, z = DEGENERATE[name]
     fit = fit_affine(p, z, space=space, mode=mode)
-    numbers = [fit.scale, fit.shift, fit.residual_rms, *fit.covariance.ravel()]
+    numbers = [fit.scale, fit.shift, *fit.covariance.ravel()]
     assert all(math.isfinite(x) for x in numbers), fit
+    # a refused fit has no residual (NaN), never the 0.0 of a perfect fit
+    assert math.isfinite(fit.residual_rms) == fit.valid, fit
     assert fit.inlier_mask.shape == np.shape(p) and fit.inliers == fit.inlier_mask.sum()
     assert not fit.valid or fit.scale > 0
     if name in ('n_below_8', 'bad_depths', 'all_saturated', 'empty', 'all_nan'):
@@ -263,8 +265,10 @@ def test_degenerate_input_never_raises_nor_emits_nonfinite(name, space, mode):
     pm[:p.size], zm[:z.size] = p, z
     aligner = MetricAligner(space, mode, z_min=Z_MIN, z_max=Z_MAX)
     state = aligner.update(pm.reshape(side, side), 1.0, sparse_depth=zm.reshape(side, side))
-    for x in (state.scale, state.shift, state.residual_rms, *state.covariance.ravel()):
+    for x in (state.scale, state.shift, *state.covariance.ravel()):
         assert math.isfinite(x)
+    # one update of a new aligner: valid exactly when its fit was accepted
+    assert math.isfinite(state.residual_rms) == state.valid, state
     out = aligner.apply(pm.reshape(side, side), state)
     assert out.dtype == np.float32 and not (out == 0).any()
 
@@ -416,9 +420,11 @@ def test_fixed_scale_and_mode_none():
     state = fixed.update(p, 10.0)
     assert state.valid and (state.scale, state.shift) == (4.0, 1.0)
     np.testing.assert_allclose(fixed.apply(p, state), 3.0)
+    assert math.isnan(state.residual_rms)              # nothing was fitted
     off = MetricAligner('depth', 'none')
     state = off.update(p, 1.0, sparse_depth=np.full((4, 4), 2.0))
     assert not state.valid and math.isinf(state.age) and state.scale == 0.0
+    assert math.isnan(state.residual_rms)
 
 
 def test_points_and_other_resolution_sparse_map():

@@ -93,13 +93,15 @@ def test_custom_message_type_and_refusals(tmp_path):
         stamp=store.types['builtin_interfaces/msg/Time'](sec=5, nanosec=7), frame_id='cam')
     msg = cls(header=header, space='disparity', scale=2.0, shift=0.5,
               covariance=np.array([1.0, 0.0, 0.0, 1.0]), candidates=10, inliers=9,
-              residual_rms=0.01, age=0.0, valid=True)
+              residual_rms=0.01, age=0.0, valid=True, source='carried', uncertainty=0.02,
+              resets=1)
     with bag_io.BagWriter(tmp_path / 'out', typestore=store) as bag:
         bag.add_topic('/alignment', 'lotus_ros/msg/DepthAlignment')
         bag.write('/alignment', 5_000_000_007, bag.serialize(msg, 'lotus_ros/msg/DepthAlignment'))
     (back,) = bag_io.read_messages(tmp_path / 'out')
     decoded = store.deserialize_cdr(back.rawdata, back.msgtype)
     assert decoded.scale == 2.0 and decoded.inliers == 9 and decoded.valid
+    assert (decoded.source, decoded.uncertainty, decoded.resets) == ('carried', 0.02, 1)
     with pytest.raises(Exception, match='exists'):
         write_sequence_bag([], tmp_path / 'out')
     with pytest.raises(ValueError):

@@ -3,7 +3,8 @@ core.device_render on CPU tensors against the numpy path, bit for bit (no GPU he
 
 Every kernel gets data with NaN, +-Inf, zeros and saturated values; then whole frames go through
 FrameProcessor once with host predictions (HostFrame) and once with torch predictions
-(DeviceFrame) and every output message must carry the same bytes.
+(DeviceFrame), stabilised and with an uncertainty map too, and every output message must carry
+the same bytes.
 """
 
 import numpy as np
@@ -116,14 +117,20 @@ def test_cloud_records_equal_pack_depth_cloud(layout, organized, stride, color, 
 
 
 class TensorDouble(ModelDouble):
-    """The model double handing its answers over as torch tensors, like a CUDA engine."""
+    """The model double with an uncertainty map, handing tensors over like a CUDA engine."""
+
+    has_uncertainty = True
 
     def predict_batch(self, images, *, depth=True, normal=True, device_outputs=False):
         preds = super().predict_batch(images, depth=depth, normal=normal)
-        if device_outputs:
-            for p in preds:
-                p.depth = None if p.depth is None else torch.from_numpy(p.depth.copy())
-                p.normal = None if p.normal is None else torch.from_numpy(p.normal.copy())
+        for p in preds:
+            if p.depth is not None:
+                p.uncertainty = (0.002 + 0.01 * p.depth * p.depth).astype(np.float32)
+            if device_outputs:
+                for name in ('depth', 'normal', 'uncertainty'):
+                    value = getattr(p, name)
+                    if value is not None:
+                        setattr(p, name, torch.from_numpy(value.copy()))
         return preds
 
 
@@ -150,6 +157,8 @@ def message_bytes(msg):
      'points.stride': 2},
     {'alignment.source': 'none', 'visualization.colormap': 'viridis'},     # relative colours
     {'visualization.depth_min': 0.5, 'visualization.depth_max': 6.0, 'points.color': False},
+    {'temporal.stabilize': True, 'points.normals': True},                 # metric uncertainty
+    {'temporal.stabilize': True, 'alignment.source': 'none'},             # stabilised colours
 ])
 def test_device_frames_equal_host_frames(tmp_path, params):
     frames = render_sequence(4, width=W, height=H, scene='room', seed=2)
@@ -170,4 +179,6 @@ def test_device_frames_equal_host_frames(tmp_path, params):
     host, device = outputs
     assert [sorted(r) for r in host] == [sorted(r) for r in device]
     assert 'points' in host[-1] or params.get('alignment.source') == 'none'
+    assert 'depth/uncertainty' in host[-1]
+    assert ('depth/relative_raw' in host[-1]) == bool(params.get('temporal.stabilize'))
     assert host == device

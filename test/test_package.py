@@ -26,7 +26,8 @@ def test_generated_message_and_installed_layout():
     alignment.covariance = [1.0, 0.0, 0.0, 2.0]
     assert list(alignment.covariance) == [1.0, 0.0, 0.0, 2.0]
     assert {'header', 'space', 'scale', 'shift', 'covariance', 'candidates', 'inliers',
-            'residual_rms', 'age', 'valid'} == set(msg.DepthAlignment.get_fields_and_field_types())
+            'residual_rms', 'age', 'valid', 'source', 'uncertainty',
+            'resets'} == set(msg.DepthAlignment.get_fields_and_field_types())
 
     share = Path(ament_index.get_package_share_directory('lotus_ros'))
     assert (share / 'config' / 'lotus.yaml').is_file()

@@ -46,6 +46,7 @@ class AffineFit:
     candidates: int
     inliers: int
     residual_rms: float
+    """RMS relative depth error of the inliers; NaN when the fit is refused."""
     valid: bool
     reason: str
     inlier_mask: np.ndarray
@@ -60,6 +61,7 @@ class AlignmentState:
     candidates: int
     inliers: int
     residual_rms: float
+    """Of the latest fit; NaN when it was refused or none was made (no data yet, fixed)."""
     age: float
     valid: bool
     stale: bool
@@ -73,9 +75,10 @@ def _check_space(space: str) -> None:
 
 
 def _refused(reason: str, candidates: int, size: int, inliers: int = 0) -> AffineFit:
-    # Refusals still carry finite numbers: callers copy them into messages unconditionally.
+    # Scale, shift and covariance stay finite (callers copy them into messages unconditionally);
+    # the residual is NaN: 0.0 would read as a perfect fit.
     return AffineFit(scale=0.0, shift=0.0, covariance=np.zeros((2, 2)), candidates=candidates,
-                     inliers=inliers, residual_rms=0.0, valid=False, reason=reason,
+                     inliers=inliers, residual_rms=math.nan, valid=False, reason=reason,
                      inlier_mask=np.zeros(size, dtype=bool))
 
 
@@ -282,7 +285,7 @@ def fit_affine(pred, depth, *, space: str = 'disparity', mode: str = 'scale_shif
     band used is derived from the residual scale (sigma_floor: the smallest sigma assumed).
     mode 'scale' (or 'scale_shift' when the inliers' p spread is below min_spread and
     scale_fallback is set) fits s with t = fixed_shift. Never raises on degenerate data: refuses
-    with valid = False and a reason, and every number stays finite.
+    with valid = False and a reason; scale, shift and covariance stay finite, residual_rms is NaN.
     """
     _check_space(space)
     if mode not in MODES:
@@ -441,7 +444,7 @@ class MetricAligner:
         self.reset_after = int(reset_after)
         self._rng = np.random.default_rng(seed)
         self._f = _Filter()
-        self._last_fit = (0, 0, 0.0)
+        self._last_fit = (0, 0, math.nan)
         self._reason = 'no accepted fit yet'
 
     # Candidates -----------------------------------------------------------------------------
@@ -542,8 +545,8 @@ class MetricAligner:
     def _fixed_state(self, reason: str) -> AlignmentState:
         return AlignmentState(scale=self.fixed_scale, shift=self.fixed_shift,
                               covariance=np.zeros((2, 2)), candidates=0, inliers=0,
-                              residual_rms=0.0, age=0.0, valid=True, stale=False, reason=reason,
-                              space=self.space)
+                              residual_rms=math.nan, age=0.0, valid=True, stale=False,
+                              reason=reason, space=self.space)
 
     def state(self, stamp: float) -> AlignmentState:
         """Return the filter state at time stamp (seconds) without a new measurement."""

@@ -246,6 +246,7 @@ class DeviceFrame:
                 renderer.stream.wait_event(ready)
             self._depth = self._adopt(prediction.depth)
             self._normal_lotus = self._adopt(prediction.normal)
+            self._uncertainty = self._adopt(prediction.uncertainty)
 
     def _on_stream(self):
         return torch.cuda.stream(self._r.stream) if self._r.cuda else nullcontext()
@@ -305,13 +306,24 @@ class DeviceFrame:
             if out is not None:
                 self._to_host(self._metric, 'depth/image', out)
 
+    def _upload(self, array: np.ndarray, name: str) -> torch.Tensor:
+        """Copy a host array to the device through a pinned buffer (asynchronous on CUDA)."""
+        staging = self._r.host_buffer(name, array.nbytes)
+        staging.numpy()[:] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        device = staging.to(self._r.device, non_blocking=True)
+        dtype = torch.from_numpy(np.zeros(0, array.dtype)).dtype
+        return device.view(dtype).view(array.shape)
+
     def depth_colors(self, out: np.ndarray, *, colormap: str,
-                     value_range: tuple[float, float] | None, flip_relative: bool) -> None:
+                     value_range: tuple[float, float] | None, flip_relative: bool,
+                     relative: np.ndarray | None = None) -> None:
         with self._on_stream():
             if self._metric is not None:
                 values = self._metric
             else:
-                values, value_range = (-self._depth if flip_relative else self._depth), None
+                values = self._depth if relative is None else \
+                    self._upload(relative, 'relative.shown')
+                values = -values if flip_relative else values
             if value_range is not None:
                 lo_hi = torch.tensor([float(value_range[0]), float(value_range[1])],
                                      dtype=torch.float64, device=values.device)
@@ -320,6 +332,22 @@ class DeviceFrame:
             colors = colorize_depth(values, self._r.lut(colormap), lo_hi)
             self._to_host(colors, 'depth/colored', out)
 
+    def uncertainty(self, out: np.ndarray, *, scale: float | None, disparity: bool,
+                    relative_scale: float | None) -> None:
+        """core.render.HostFrame.uncertainty on the device."""
+        with self._on_stream():
+            sigma = self._uncertainty
+            if scale is not None:
+                std = sigma * float(np.float32(scale))
+                if disparity:
+                    std = std * (self._metric * self._metric)
+                std = torch.where(torch.isfinite(self._metric), std, math.nan)
+            elif relative_scale is not None:
+                std = sigma * float(np.float32(relative_scale))
+            else:
+                std = sigma
+            self._to_host(std, 'depth/uncertainty', out)
+
     def cloud(self, intr: Intrinsics, rgb: np.ndarray | None, *, normals: bool,
               allocate: Allocate, organized: bool = True, stride: int = 1,
               min_depth: float = 0.0, max_depth: float = math.inf,
@@ -327,11 +355,8 @@ class DeviceFrame:
         with self._on_stream():
             xr, yr = self._r.rays(intr, self.height, self.width)
             colors = None
-            if rgb is not None:                   # pinned staging, so the upload is async too
-                staging = self._r.host_buffer('rgb', rgb.nbytes)
-                staging.numpy()[:] = np.ascontiguousarray(rgb).reshape(-1)
-                colors = staging.to(self._r.device, non_blocking=True).view(rgb.shape)
-                colors = colors[::stride, ::stride]
+            if rgb is not None:
+                colors = self._upload(rgb, 'rgb')[::stride, ::stride]
             records, extent = cloud_records(
                 self._metric[::stride, ::stride], xr[::stride], yr[::stride], colors,
                 self._normals[::stride, ::stride] if normals else None, organized=organized,

@@ -63,18 +63,42 @@ class HostFrame:
         self._metric = aligner.apply(self.relative, state, out=out)
 
     def depth_colors(self, out: np.ndarray, *, colormap: str,
-                     value_range: tuple[float, float] | None, flip_relative: bool) -> None:
+                     value_range: tuple[float, float] | None, flip_relative: bool,
+                     relative: np.ndarray | None = None) -> None:
         """
-        Colour the metric depth (value_range or the percentile range), else the relative one.
+        Colour the metric depth, else the relative one (or `relative`, e.g. stabilised).
 
-        flip_relative: the relative values are disparity (near = large); negate them so near
-        looks the same as in metric depth.
+        value_range None: the percentile range. flip_relative: the relative values are
+        disparity (near = large); negate them so near looks the same as in metric depth.
         """
         if self._metric is not None:
             colorize_depth(self._metric, colormap=colormap, value_range=value_range, out=out)
         else:
-            rel = -self.relative if flip_relative else self.relative
-            colorize_depth(rel, colormap=colormap, out=out)
+            rel = self.relative if relative is None else relative
+            colorize_depth(-rel if flip_relative else rel, colormap=colormap,
+                           value_range=value_range, out=out)
+
+    def uncertainty(self, out: np.ndarray, *, scale: float | None, disparity: bool,
+                    relative_scale: float | None) -> None:
+        """
+        Write the backend's per-pixel std of p in the published depth's units into `out`.
+
+        Metric (scale given: metres), through the metric map of the raw p: disparity
+        z = 1 / (s p + t) gives sigma_z = s sigma_p z^2, depth z = s p + t gives
+        sigma_z = s sigma_p; NaN where the metric depth is not finite. Otherwise in
+        depth/relative's units: times the stabiliser's scale (relative_scale) while stabilising.
+        """
+        sigma = resized(self._pred.uncertainty, self.width, self.height)         # HxW
+        if scale is not None:
+            np.multiply(sigma, np.float32(scale), out=out)
+            if disparity:
+                with np.errstate(invalid='ignore', over='ignore'):
+                    out *= self._metric * self._metric
+            out[~np.isfinite(self._metric)] = np.nan
+        elif relative_scale is not None:
+            np.multiply(sigma, np.float32(relative_scale), out=out)
+        else:
+            np.copyto(out, sigma)
 
     def cloud(self, intr: Intrinsics, rgb: np.ndarray | None, *, normals: bool,
               allocate: Allocate, **options: Any) -> None:

@@ -14,9 +14,11 @@ The main job in one command: the lotus node fed by a replayed bag, outputs you c
    summary.md (frames in/out, stamp-to-publish latency, alignment scale error and metric AbsRel
    against ground truth), which is also printed.
 
-Models: the published Lotus-D checkpoints by default (downloaded once, with progress), or local
-diffusers folders with --depth-model/--normal-model. --tiny builds tiny random-weight models
-offline: a smoke run whose numbers are meaningless.
+Models: the published checkpoints of --backend (Lotus-D by default; lotus-g, marigold), downloaded
+once with progress, or local diffusers folders with --depth-model/--normal-model. --tiny builds
+tiny random-weight models of that backend offline: a smoke run whose numbers are meaningless.
+--ensemble-size N > 1 (Lotus-G, Marigold) adds depth/uncertainty; --stabilize turns on
+temporal.stabilize.
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ from lotus_ros.demo.synthetic import (
 )
 from lotus_ros.ros.parameters import load_parameter_files
 
-DEPTH_MODEL = 'jingheya/lotus-depth-d-v2-0-disparity'
-NORMAL_MODEL = 'jingheya/lotus-normal-d-v1-1'
+# The published (depth, normal) checkpoints the demo uses per backend ('auto' uses Lotus-D's).
+MODELS = {
+    'lotus-d': ('jingheya/lotus-depth-d-v2-0-disparity', 'jingheya/lotus-normal-d-v1-1'),
+    'lotus-g': ('jingheya/lotus-depth-g-v2-1-disparity', 'jingheya/lotus-normal-g-v1-0'),
+    'marigold': ('prs-eth/marigold-depth-v1-1', 'prs-eth/marigold-normals-v1-1'),
+}
+BACKENDS = ('auto', *MODELS)
 NODE_NAME = 'lotus'
 REMAPS = {'image': bag_io.TOPIC_IMAGE, 'camera_info': bag_io.TOPIC_CAMERA_INFO,
           'sparse_depth': bag_io.TOPIC_SPARSE_DEPTH}
@@ -97,17 +104,37 @@ def resolve_model(name: str, what: str) -> str:
             f'tiny random weights: make demo TINY=1', 3) from exc
 
 
-def tiny_models(folder: Path) -> tuple[str, str]:
-    """Build tiny random-weight Lotus-D checkpoints (depth named as a disparity model)."""
-    from lotus_ros.demo.random_models import save_random_lotus
+def tiny_models(folder: Path, backend: str = 'lotus-d') -> tuple[str, str]:
+    """Build tiny random-weight checkpoints of a backend (Lotus depth named as disparity)."""
+    from lotus_ros.demo.random_models import save_random_lotus, save_random_marigold
 
-    depth = folder / 'lotus-depth-d-tiny-disparity'
-    normal = folder / 'lotus-normal-d-tiny'
     shutil.rmtree(folder, ignore_errors=True)
-    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0,
-                      pipeline_class='DirectRegressionPipeline')
-    save_random_lotus(normal, size='tiny', seed=1, vae_seed=0)
+    if backend == 'marigold':
+        depth, normal = folder / 'marigold-depth-tiny', folder / 'marigold-normals-tiny'
+        save_random_marigold(depth, seed=0, vae_seed=0)
+        save_random_marigold(normal, task='normals', seed=1, vae_seed=0)
+        return str(depth), str(normal)
+    family = 'g' if backend == 'lotus-g' else 'd'
+    depth = folder / f'lotus-depth-{family}-tiny-disparity'
+    normal = folder / f'lotus-normal-{family}-tiny'
+    save_random_lotus(depth, size='tiny', seed=0, vae_seed=0, generative=family == 'g',
+                      pipeline_class=None if family == 'g' else 'DirectRegressionPipeline')
+    save_random_lotus(normal, size='tiny', seed=1, vae_seed=0, generative=family == 'g')
     return str(depth), str(normal)
+
+
+def backend_name(backend: str, depth_model: str, normal_model: str) -> str:
+    """Name the backend the node runs: the chosen one, or what 'auto' reads (see backends)."""
+    model = depth_model or normal_model
+    if backend != 'auto' or not model:
+        return backend
+    from lotus_ros.core.backends import detect_backend
+    from lotus_ros.core.engine import ModelLoadError
+
+    try:
+        return f'{detect_backend(model, local_files_only=True)[0]} (auto)'
+    except ModelLoadError:
+        return 'auto'
 
 
 def demo_parameters(depth_model: str, normal_model: str, *, device: str,
@@ -407,6 +434,9 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
             'depth/image', []))), 'metric only while the alignment is valid'),
         ('point clouds (points)', str(len(recording.outputs.get('points', []))), ''),
         ('normal maps (normal/image)', str(len(recording.outputs.get('normal/image', []))), ''),
+        ('uncertainty maps (depth/uncertainty)',
+         str(len(recording.outputs.get('depth/uncertainty', []))),
+         'Lotus-G and Marigold with --ensemble-size > 1'),
         ('output stamps == input stamps, in order', 'yes' if out_stamps == stamps else 'NO', ''),
         ('stamp-to-publish latency p50 / p95',
          f"{_fmt(_percentile(latencies, 50), ' s')} / {_fmt(_percentile(latencies, 95), ' s')}",
@@ -425,12 +455,23 @@ def analyse(frames: list[SyntheticFrame], recording: Recording) -> tuple[list[tu
     return rows, by_stamp
 
 
+def backend_label(params: dict[str, Any], models: tuple[str, str]) -> str:
+    """Name what the node runs for the summary: backend, ensemble, stabilisation."""
+    label = backend_name(params.get('backend', 'auto'), *models)
+    if params.get('ensemble_size', 1) > 1:
+        label += f", ensemble of {params['ensemble_size']}"
+    if params.get('temporal.stabilize'):
+        label += ', temporal.stabilize'
+    return label
+
+
 def summary_markdown(rows: list[tuple], *, tiny: bool, models: tuple[str, str],
-                     sheets: list[str], ply: str | None) -> str:
+                     sheets: list[str], ply: str | None, backend: str = 'lotus-d') -> str:
     lines = ['# lotus_ros demo summary', '']
     if tiny:
         lines += [TINY_NOTE, '']
-    models_line = f'Models: depth `{models[0] or "(none)"}`, normal `{models[1] or "(none)"}`'
+    models_line = (f'Backend: {backend}. Models: depth `{models[0] or "(none)"}`, '
+                   f'normal `{models[1] or "(none)"}`')
     lines += [models_line, '', '| metric | value | note |', '|---|---|---|']
     lines += [f'| {name} | {value} | {note} |' for name, value, note in rows]
     lines += ['', 'Contact sheets (rgb | relative depth | metric depth | normals | cloud from the '
@@ -453,10 +494,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--scene', choices=('room', 'outdoor'), default='room')
     parser.add_argument('--storage', choices=bag_io.STORAGES, default='mcap')
     parser.add_argument('--rate', type=float, default=1.0, help='replay speed factor')
-    parser.add_argument('--depth-model', default=DEPTH_MODEL,
-                        help='Hugging Face id or local diffusers folder')
-    parser.add_argument('--normal-model', default=NORMAL_MODEL,
-                        help="Hugging Face id or local folder ('' disables normals)")
+    parser.add_argument('--backend', choices=BACKENDS, default='auto',
+                        help="model family (default 'auto': from the checkpoint; Lotus-D's "
+                        'published checkpoints when no model is named)')
+    parser.add_argument('--depth-model', default=None,
+                        help="Hugging Face id or local diffusers folder (default: the backend's "
+                        'published depth checkpoint)')
+    parser.add_argument('--normal-model', default=None,
+                        help="Hugging Face id or local folder ('' disables normals; default: the "
+                        "backend's published normal checkpoint)")
+    parser.add_argument('--ensemble-size', type=int, default=1,
+                        help='draws per frame (Lotus-G, Marigold); > 1 adds depth/uncertainty')
+    parser.add_argument('--num-inference-steps', type=int, default=0,
+                        help="Marigold's steps (0: the checkpoint's default)")
+    parser.add_argument('--stabilize', action='store_true',
+                        help='temporal.stabilize: stabilised depth/relative, metric carried '
+                        'through sparse dropouts')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--processing-resolution', type=int, default=None,
                         help='longest side fed to the model (default: image size; 128 --tiny)')
@@ -500,15 +553,26 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     write_sequence_bag(frames, bag, storage=args.storage)
 
     print('[2/4] Preparing the models ...', flush=True)
+    family = args.backend if args.backend in MODELS else 'lotus-d'
     if args.tiny:
-        depth_model, normal_model = tiny_models(out / 'tiny_models')
+        depth_model, normal_model = tiny_models(out / 'tiny_models', family)
         resolution = args.processing_resolution or 128
     else:
-        depth_model = resolve_model(args.depth_model, 'depth')
-        normal_model = resolve_model(args.normal_model, 'normal')
+        published = MODELS[family]
+        depth_model = resolve_model(
+            published[0] if args.depth_model is None else args.depth_model, 'depth')
+        normal_model = resolve_model(
+            published[1] if args.normal_model is None else args.normal_model, 'normal')
         resolution = args.processing_resolution or max(args.width, args.height)
+    if backend_name(args.backend, depth_model, normal_model).startswith('marigold') and \
+            not args.processing_resolution:
+        resolution = -(-resolution // 8) * 8  # Marigold takes multiples of 8 only
     params = demo_parameters(depth_model, normal_model, device=args.device,
-                             processing_resolution=resolution)
+                             processing_resolution=resolution,
+                             extra={'backend': args.backend,
+                                    'ensemble_size': args.ensemble_size,
+                                    'num_inference_steps': args.num_inference_steps,
+                                    'temporal.stabilize': args.stabilize})
     params_files = []
     base = installed.share_file('config', 'lotus.yaml')
     if base is not None:
@@ -542,7 +606,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         xyz, rgb = cloud_points(clouds[len(clouds) // 2].msg)
         write_ply(out / 'cloud.ply', xyz, rgb)
         ply = 'cloud.ply'
-    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply)
+    text = summary_markdown(rows, tiny=args.tiny, models=models, sheets=sheets, ply=ply,
+                            backend=backend_label(node_params, models))
     (out / 'summary.md').write_text(text)
     print('\n' + text)
     print(f'Outputs in {out.resolve()}/')

@@ -56,6 +56,10 @@ class NodeStats:
         self.time_jumps = 0
         self.alignment: Any = None
         self.metric = False
+        self.estimate: Any = None                 # core.temporal.MetricEstimate
+        self.temporal: dict[str, Any] | None = None   # the stabiliser's last frame, in numbers
+        self.temporal_resets = 0
+        self.temporal_refused = 0
 
     def on_input(self) -> None:
         with self._lock:
@@ -79,10 +83,18 @@ class NodeStats:
             self.output_rate = RateMeter()
             self.alignment = None
             self.metric = False
+            self.estimate = None
+            self.temporal = None
 
     def on_frame(self, timings: dict[str, float], latency: float | None, wall_latency: float,
-                 alignment: Any, metric: bool) -> None:
-        """Count a published frame; latency None = not measurable (stamp older than the node)."""
+                 alignment: Any, metric: bool, *, estimate: Any = None,
+                 temporal: Any = None) -> None:
+        """
+        Count a published frame; latency None = not measurable (stamp older than the node).
+
+        estimate and temporal are the processor's MetricEstimate and StabilizedFrame (None
+        while temporal.stabilize is off).
+        """
         with self._lock:
             self.output_rate.tick()
             self.processed += 1
@@ -93,6 +105,14 @@ class NodeStats:
                 self.stage.setdefault(k, deque(maxlen=100)).append(v)
             self.alignment = alignment
             self.metric = metric
+            self.estimate = estimate
+            self.temporal = None
+            if temporal is not None:
+                self.temporal_resets += temporal.status == 'reset'
+                self.temporal_refused += temporal.status == 'refused'
+                self.temporal = {'status': temporal.status, 'reason': temporal.reason,
+                                 'resets': temporal.resets, 'refusals': temporal.refusals,
+                                 'scale': temporal.scale, 'shift': temporal.shift}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -107,6 +127,9 @@ class NodeStats:
                 'rejected': dict(self.rejected),
                 'stages': {k: float(np.mean(v)) for k, v in self.stage.items() if v},
                 'alignment': self.alignment, 'metric': self.metric,
+                'estimate': self.estimate, 'temporal': self.temporal,
+                'temporal_resets': self.temporal_resets,
+                'temporal_refused': self.temporal_refused,
             }
 
 
@@ -119,7 +142,11 @@ def _kv(key: str, value: Any) -> KeyValue:
 def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: int,
                       overflowed: int, device: str, dtype: str, memory: dict[str, float],
                       alignment_enabled: bool) -> DiagnosticArray:
-    """Two statuses: pipeline (rates, latency, drops, stages, rejects) and alignment health."""
+    """
+    Build the statuses: pipeline (rates, latency, drops, stages, rejects) and alignment health.
+
+    With the stabiliser on (temporal.stabilize) a third one reports its resets and refused fits.
+    """
     arr = DiagnosticArray()
     arr.header.stamp = stamp
     pipe = DiagnosticStatus(name=f'{node_name}: pipeline', hardware_id=str(device))
@@ -163,5 +190,24 @@ def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: i
                      _kv('shift', float(st.shift)), _kv('inliers', int(st.inliers)),
                      _kv('candidates', int(st.candidates)),
                      _kv('residual_rms', float(st.residual_rms)), _kv('age_s', float(st.age))]
+        est = snap.get('estimate')
+        if est is not None:
+            al.values += [_kv('source', est.source), _kv('uncertainty', float(est.uncertainty)),
+                          _kv('frames_carried', int(est.frames_carried))]
     arr.status.append(al)
+
+    temporal = snap.get('temporal')
+    if temporal is not None:
+        tm = DiagnosticStatus(name=f'{node_name}: temporal', hardware_id=str(device))
+        # a refused fit holds the last map (the output may drift); resets are scene cuts
+        tm.level = DiagnosticStatus.WARN if temporal['status'] == 'refused' else \
+            DiagnosticStatus.OK
+        tm.message = f"{temporal['status']}: {temporal['reason']}"
+        tm.values = [_kv('status', temporal['status']), _kv('resets', temporal['resets']),
+                     _kv('resets_total', snap['temporal_resets']),
+                     _kv('refused_total', snap['temporal_refused']),
+                     _kv('refused_in_a_row', temporal['refusals']),
+                     _kv('scale', float(temporal['scale'])),
+                     _kv('shift', float(temporal['shift']))]
+        arr.status.append(tm)
     return arr

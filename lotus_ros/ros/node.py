@@ -404,7 +404,8 @@ class LotusNode(Node):
             self.pubs[name].publish(out)
         res.timings['publish'] = time.perf_counter() - t0
         self.stats.on_frame(res.timings, self._latency(job.inputs.image),
-                            time.monotonic() - t_received, res.alignment, res.metric)
+                            time.monotonic() - t_received, res.alignment, res.metric,
+                            estimate=res.estimate, temporal=res.temporal)
         for reason, text in res.problems:
             self._problem(reason, text)
 

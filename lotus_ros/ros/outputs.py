@@ -17,12 +17,20 @@ class Output:
     toggle: str              # the publish.* parameter that switches it
     needs_depth: bool
     needs_normal: bool = False
+    needs_uncertainty: bool = False  # only from a backend with has_uncertainty
+    needs_stabilize: bool = False    # only while temporal.stabilize is on
 
 
 OUTPUTS: dict[str, Output] = {
     'depth/image': Output(Image, 'publish.depth', needs_depth=True),
     'depth/camera_info': Output(CameraInfo, 'publish.depth', needs_depth=True),
+    # stabilised while temporal.stabilize is on (reference: lotus_ros.core.temporal)
     'depth/relative': Output(Image, 'publish.relative', needs_depth=True),
+    'depth/relative_raw': Output(Image, 'publish.relative_raw', needs_depth=True,
+                                 needs_stabilize=True),
+    # 32FC1 std of the depth: metres while metric, else in depth/relative's units
+    'depth/uncertainty': Output(Image, 'publish.uncertainty', needs_depth=True,
+                                needs_uncertainty=True),
     'depth/colored': Output(Image, 'publish.depth_colored', needs_depth=True),
     'normal/image': Output(Image, 'publish.normal', needs_depth=False, needs_normal=True),
     'normal/colored': Output(Image, 'publish.normal_colored', needs_depth=False,

@@ -56,6 +56,17 @@ SPECS: tuple[ParamSpec, ...] = (
     _p('local_files_only', False, 'Never download; only use cached or local checkpoints'),
     _p('depth_space', '', "Override the depth model's output space; empty = from the checkpoint",
        choices=('', 'disparity', 'depth')),
+    _p('backend', 'auto',
+       "Model family: 'auto' (from the checkpoint's model_index.json and UNet), 'lotus-d', "
+       "'lotus-g' or 'marigold'; depth_model and normal_model must be of that family",
+       choices=('auto', 'lotus-d', 'lotus-g', 'marigold')),
+    _p('seed', 0, 'First noise seed of Lotus-G and Marigold (draw k uses seed + k, re-seeded '
+       'every frame, so the same image gives the same output)', min=0, max=1_000_000_000),
+    _p('ensemble_size', 1,
+       'Draws averaged per frame by Lotus-G and Marigold; above 1 their per-pixel standard '
+       'deviation is published on depth/uncertainty (Lotus-D: 1 only)', min=1, max=64),
+    _p('num_inference_steps', 0, "Marigold's denoising steps; 0 = the checkpoint's default",
+       min=0, max=1000),
     _p('engine_factory', '',
        "Advanced/tests: 'module:callable' building the engine from the parameter dict instead "
        'of LotusEngine.from_pretrained'),
@@ -79,6 +90,12 @@ SPECS: tuple[ParamSpec, ...] = (
     _p('publish.depth', True, 'Publish depth/image (metres) and depth/camera_info while metric',
        runtime=True),
     _p('publish.relative', True, 'Publish depth/relative (unitless model output)', runtime=True),
+    _p('publish.relative_raw', True,
+       'Publish depth/relative_raw (the unstabilised model output) while temporal.stabilize is '
+       'on', runtime=True),
+    _p('publish.uncertainty', True,
+       'Publish depth/uncertainty (32FC1 per-pixel std) when the backend has one (Lotus-G, '
+       'Marigold with ensemble_size > 1)', runtime=True),
     _p('publish.depth_colored', True, 'Publish depth/colored (rgb8)', runtime=True),
     _p('publish.normal', True, 'Publish normal/image (32FC3 unit normals, optical frame)',
        runtime=True),
@@ -138,6 +155,32 @@ SPECS: tuple[ParamSpec, ...] = (
     _p('alignment.use_tf', True,
        'Move sparse_points into the image frame with tf2 when tf2_ros is installed (a failed '
        'lookup skips that cloud); otherwise alignment.points_transform is used'),
+    # temporal consistency (lotus_ros.core.temporal)
+    _p('temporal.stabilize', False,
+       'Stabilise depth/relative across frames (the raw output moves to depth/relative_raw) '
+       'and carry the metric scale through sparse-depth dropouts; false: every frame on its own',
+       runtime=True),
+    _p('temporal.time_constant', 1.5,
+       "Seconds over which the stabilised range follows the model's own per-frame range",
+       runtime=True, min=1e-3, max=1e6),
+    _p('temporal.jump', 0.05,
+       'Range change (relative units) beyond which the stabilised range follows only slowly '
+       '(a near object entering the view is held, not followed)', runtime=True,
+       min=1e-4, max=1.0),
+    _p('temporal.reset_after', 3,
+       'Refused inter-frame fits in a row after which the stabiliser restarts from the '
+       "frame's own range (a scene cut)", runtime=True, min=1, max=1000),
+    _p('temporal.carry', 'uncertainty',
+       "Metric scale between sparse fits while stabilising: 'uncertainty' carries it through "
+       'the inter-frame maps until carrying added temporal.carry_max_uncertainty; '
+       "'max_age' keeps the last fit until alignment.max_age (no carrying)", runtime=True,
+       choices=('uncertainty', 'max_age')),
+    _p('temporal.carry_max_uncertainty', 0.06,
+       'Relative depth uncertainty (at mid-range) carrying may add before metric output stops',
+       runtime=True, min=0.0, max=10.0),
+    _p('temporal.carry_noise_density', 0.04,
+       'Relative drift of a carried scale per sqrt(second) (camera motion and model flicker)',
+       runtime=True, min=0.0, max=10.0),
     # visualisation
     _p('visualization.colormap', 'turbo', 'Colormap for depth/colored', runtime=True,
        choices=COLORMAPS),

@@ -5,9 +5,10 @@ The live node and the offline bag tool share this, so both produce byte-identica
 the same inputs. A frame goes through three steps: `prepare` (decode the image, fix the outputs
 and parameters it runs with), `infer` (the engine, for a list of frames: same-size frames share
 one predict_batch call) and `finish` (metric alignment with whatever sparse depth was matched to
-the frame, every per-pixel output written once into its message, REP 117 semantics for depth:
-NaN invalid, +Inf beyond range; metres only while a metric scale is valid). `process` runs the
-three in a row; the node runs infer and finish on two threads so they overlap.
+the frame; with temporal.stabilize also the inter-frame stabiliser and the metric carry of
+core.temporal; every per-pixel output written once into its message, REP 117 semantics for
+depth: NaN invalid, +Inf beyond range; metres only while a metric scale is valid). `process`
+runs the three in a row; the node runs infer and finish on two threads so they overlap.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from lotus_ros.core.engine import Prediction
 from lotus_ros.core.geometry import Intrinsics, intrinsics_from_camera_info
 from lotus_ros.core.render import HostFrame
 from lotus_ros.core.stamps import stamp_seconds
+from lotus_ros.core.temporal import (
+    MetricCarry,
+    MetricEstimate,
+    StabilizedFrame,
+    TemporalStabilizer,
+)
 from lotus_ros.ros.clouds import CloudError, cloud_to_xyz, packed_to_msg, transform_points
 from lotus_ros.ros.frame_assembly import FrameInputs
 from lotus_ros.ros.images import (
@@ -36,13 +43,14 @@ from lotus_ros.ros.images import (
 )
 from lotus_ros.ros.messages import output_camera_info
 from lotus_ros.ros.outputs import OUTPUTS, alignment_type
-from lotus_ros.ros.parameters import defaults
+from lotus_ros.ros.parameters import SPECS, defaults
 
 DEPTH_PAIR = {'depth/image', 'depth/camera_info'}
 NORMAL_OUTPUTS = {'normal/image', 'normal/colored'}
 _ALIGN_KEYS = ('alignment.mode', 'alignment.z_min', 'alignment.z_max', 'alignment.max_age',
                'alignment.min_inliers', 'alignment.fixed_scale', 'alignment.fixed_shift',
                'alignment.process_noise', 'alignment.measurement_floor')
+_TEMPORAL_KEYS = tuple(spec.name for spec in SPECS if spec.name.startswith('temporal.'))
 
 
 @dataclass
@@ -53,6 +61,10 @@ class FrameResult:
     metric: bool = False
     # (reason key, human sentence) for throttled warnings and rejected-message counters
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # where the metric scale comes from ('sparse', 'carried', 'none') and how sure it is
+    estimate: MetricEstimate | None = None
+    # the stabiliser's view of the frame while temporal.stabilize is on
+    temporal: StabilizedFrame | None = None
 
 
 @dataclass
@@ -73,12 +85,14 @@ class FrameJob:
 
 class FrameProcessor:
     """
-    Holds the engine, the alignment filter and the current parameters.
+    Holds the engine, the per-frame filters (alignment, stabiliser, carry) and the parameters.
 
     Parameter changes and resets take effect for frames prepared after them: a frame carries
-    the parameters it was prepared with, and the filter is rebuilt when a frame of another
-    epoch or other alignment parameters reaches `finish`. So infer and finish may run on two
-    threads, each frame in order, without either changing under the other.
+    the parameters it was prepared with, and the filters are rebuilt when a frame of another
+    epoch or other alignment (temporal) parameters reaches `finish`: alignment changes restart
+    the filter and the temporal state built on it, temporal changes only the stabiliser and the
+    carry. So infer and finish may run on two threads, each frame in order, without either
+    changing under the other.
     """
 
     def __init__(self, engine, params: dict[str, Any] | None = None):
@@ -88,7 +102,10 @@ class FrameProcessor:
             self.params.update(params)
         self._epoch = 0
         self._aligner: MetricAligner | None = None
+        self._stabilizer: TemporalStabilizer | None = None
+        self._carry: MetricCarry | None = None
         self._aligner_key: tuple | None = None
+        self._temporal_key: tuple | None = None
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
         self.alignment_type = alignment_type()
         # CUDA engines hand their predictions over on the device (core.device_render).
@@ -123,18 +140,49 @@ class FrameProcessor:
             process_noise=params['alignment.process_noise'],
             measurement_floor=params['alignment.measurement_floor'])
 
-    def _aligner_for(self, job: FrameJob) -> MetricAligner:
-        key = (job.epoch, *(job.params[k] for k in _ALIGN_KEYS))
-        if key != self._aligner_key:
-            self._aligner, self._aligner_key = self._make_aligner(job.params), key
+    def _make_temporal(self, params: dict[str, Any]) -> tuple:
+        """Build a stabiliser and a metric carry while temporal.stabilize is on (else None)."""
+        if not params['temporal.stabilize']:
+            return None, None
+        return (TemporalStabilizer(time_constant=params['temporal.time_constant'],
+                                   jump=params['temporal.jump'],
+                                   reset_after=params['temporal.reset_after']),
+                MetricCarry(mode=params['temporal.carry'],
+                            max_uncertainty=params['temporal.carry_max_uncertainty'],
+                            noise_density=params['temporal.carry_noise_density']))
+
+    def _filters(self, params: dict[str, Any], epoch: int) -> MetricAligner:
+        """Return the aligner for these parameters and epoch; rebuild the filters that changed."""
+        align_key = (epoch, *(params[k] for k in _ALIGN_KEYS))
+        temporal_key = (*align_key, *(params[k] for k in _TEMPORAL_KEYS))
+        if align_key != self._aligner_key:
+            self._aligner, self._aligner_key = self._make_aligner(params), align_key
+        if temporal_key != self._temporal_key:
+            (self._stabilizer, self._carry), self._temporal_key = \
+                self._make_temporal(params), temporal_key
         return self._aligner
 
+    # The filters for the current parameters, for callers on the finishing thread.
+    @property
+    def aligner(self) -> MetricAligner:
+        return self._filters(self.params, self._epoch)
+
+    @property
+    def stabilizer(self) -> TemporalStabilizer | None:
+        self._filters(self.params, self._epoch)
+        return self._stabilizer
+
+    @property
+    def carry(self) -> MetricCarry | None:
+        self._filters(self.params, self._epoch)
+        return self._carry
+
     def reset(self) -> None:
-        """Start the alignment filter again (time went backwards: its state is another run's)."""
+        """Start the filters again (time went backwards: their state is another run's)."""
         self._epoch += 1
 
     def update_params(self, changes: dict[str, Any]) -> None:
-        """Apply already validated changes; alignment changes restart the filter."""
+        """Apply already validated changes (the filters follow, see the class docstring)."""
         self.params = {**self.params, **changes}
 
     def enabled_outputs(self, params: dict[str, Any] | None = None) -> set[str]:
@@ -142,7 +190,9 @@ class FrameProcessor:
         engine = self.engine
         out = {name for name, o in OUTPUTS.items() if params[o.toggle]
                and (engine.has_depth or not o.needs_depth)
-               and (engine.has_normal or not o.needs_normal)}
+               and (engine.has_normal or not o.needs_normal)
+               and (engine.has_uncertainty or not o.needs_uncertainty)
+               and (params['temporal.stabilize'] or not o.needs_stabilize)}
         if not self._alignment_enabled(params) or self.alignment_type is None:
             out.discard('alignment')
         return out
@@ -296,7 +346,8 @@ class FrameProcessor:
         if pred is None:
             return res
         p, wanted, inp = job.params, job.wanted, job.inputs
-        aligner = self._aligner_for(job)
+        aligner = self._filters(job.params, job.epoch)
+        stamp = stamp_seconds(inp.image.header.stamp)
         header = inp.image.header
         h, w = job.rgb.shape[:2]
         t0 = time.perf_counter()
@@ -311,9 +362,12 @@ class FrameProcessor:
                     out[name], views[name] = image_message(h, w, encoding, header)
             frame.normals(image=views.get('normal/image'), colored=views.get('normal/colored'))
         relative = frame.relative
-        if relative is not None and 'depth/relative' in wanted:
-            out['depth/relative'], view = image_message(h, w, '32FC1', header)
-            np.copyto(view, relative)
+        stabilized = self._stabilize(relative, stamp, job.rgb, res)
+        shown = relative if stabilized is None else stabilized.relative
+        for name, values in (('depth/relative', shown), ('depth/relative_raw', relative)):
+            if relative is not None and name in wanted:
+                out[name], view = image_message(h, w, '32FC1', header)
+                np.copyto(view, values)
         t1 = time.perf_counter()
 
         # metric alignment
@@ -326,8 +380,9 @@ class FrameProcessor:
             intr = self._intrinsics(inp.camera_info, w, h, res)
         if relative is not None and (self._alignment_enabled(p) or
                                      {'depth/image', 'points'} & wanted):
-            state = self._align(aligner, p['alignment.source'], relative,
-                                stamp_seconds(header.stamp), inp, intr, w, h, res)
+            state = self._metric_state(
+                self._align(aligner, p['alignment.source'], relative, stamp, inp, intr, w, h,
+                            res), stabilized, res)
             if state.valid:
                 view = None
                 if 'depth/image' in wanted and intr is not None:
@@ -341,11 +396,25 @@ class FrameProcessor:
         if relative is not None and 'depth/colored' in wanted:
             out['depth/colored'], view = image_message(h, w, 'rgb8', header)
             lo, hi = p['visualization.depth_min'], p['visualization.depth_max']
+            disparity = self.depth_space == 'disparity'
+            if metric:
+                value_range = (lo, hi) if (lo or hi) else None
+            elif stabilized is not None:
+                # The stabilised output lives in the reference range [0, 1]: a per-frame
+                # percentile range would bring the flicker back into the colours.
+                value_range = (-1.0, 0.0) if disparity else (0.0, 1.0)
+            else:
+                value_range = None
             frame.depth_colors(view, colormap=p['visualization.colormap'],
-                               value_range=(lo, hi) if metric and (lo or hi) else None,
-                               flip_relative=self.depth_space == 'disparity')
+                               value_range=value_range, flip_relative=disparity,
+                               relative=None if stabilized is None else stabilized.relative)
+        if pred.uncertainty is not None and 'depth/uncertainty' in wanted:
+            out['depth/uncertainty'], view = image_message(h, w, '32FC1', header)
+            frame.uncertainty(view, scale=state.scale if metric else None,
+                              disparity=self.depth_space == 'disparity',
+                              relative_scale=None if stabilized is None else stabilized.scale)
         if state is not None and 'alignment' in wanted and self.alignment_type is not None:
-            out['alignment'] = self._alignment_msg(state, header)
+            out['alignment'] = self._alignment_msg(res, header)
         t3 = time.perf_counter()
         if metric and 'points' in wanted and intr is not None:
             frame.cloud(intr, job.rgb if p['points.color'] else None,
@@ -378,7 +447,35 @@ class FrameProcessor:
                     return aligner.update(relative, stamp, points=xyz, intrinsics=intr)
         return aligner.state(stamp)
 
-    def _alignment_msg(self, state: AlignmentState, header):
+    def _stabilize(self, relative: np.ndarray | None, stamp: float, rgb: np.ndarray,
+                   res: FrameResult) -> StabilizedFrame | None:
+        """Stabilise the frame (the camera image compensates rotation); None while off."""
+        if self._stabilizer is None or relative is None:
+            return None
+        t0 = time.perf_counter()
+        res.temporal = self._stabilizer.update(relative, stamp, rgb)
+        res.timings['align.stabilize'] = time.perf_counter() - t0
+        return res.temporal
+
+    def _metric_state(self, state: AlignmentState, stabilized: StabilizedFrame | None,
+                      res: FrameResult) -> AlignmentState:
+        """
+        Return the state metric output uses: the aligner's, or one carried through a dropout.
+
+        Without the stabiliser it is the aligner's own, exactly what temporal.carry 'max_age'
+        gives; with it, MetricCarry decides (core.temporal).
+        """
+        if stabilized is None:
+            res.estimate = MetricEstimate(
+                state=state, source='sparse' if state.valid else 'none',
+                uncertainty=MetricCarry.uncertainty(state.scale, state.shift, state.covariance),
+                added_uncertainty=0.0, frames_carried=0)
+        else:
+            res.estimate = self._carry.update(state, stabilized)
+        return res.estimate.state
+
+    def _alignment_msg(self, res: FrameResult, header):
+        state = res.alignment
         msg = self.alignment_type()
         msg.header = header
         msg.space = str(state.space)
@@ -391,4 +488,8 @@ class FrameProcessor:
         msg.residual_rms = float(state.residual_rms)
         msg.age = float(state.age)
         msg.valid = bool(state.valid)
+        msg.source = res.estimate.source
+        # of the scale and shift in this message (stale ones included), like the covariance
+        msg.uncertainty = MetricCarry.uncertainty(state.scale, state.shift, state.covariance)
+        msg.resets = 0 if res.temporal is None else int(res.temporal.resets)
         return msg
