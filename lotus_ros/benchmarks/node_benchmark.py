@@ -156,7 +156,9 @@ def efficiency(res: dict) -> float:
     """Frames published per second over what the camera and the model allow: min(rate, 1/delay)."""
     delay = res['model_delay']
     ideal = res['sent_rate'] if delay <= 0 else min(res['sent_rate'], 1.0 / delay)
-    return min(res['rates'].values()) / ideal
+    # outputs this configuration does not make (uncertainty, relative_raw) publish nothing
+    published = [rate for rate in res['rates'].values() if rate > 0]
+    return min(published, default=0.0) / ideal
 
 
 def table(res: dict) -> str:
@@ -186,8 +188,8 @@ def table(res: dict) -> str:
                  f"DDS): {res['cpu_ms_per_frame']:.1f} ms")
     lines.append(f"node diagnostics: dropped {d.get('frames_dropped', '?')}, processed "
                  f"{d.get('frames_processed', '?')}")
-    lines.append(f'efficiency: {efficiency(res):.2f} (slowest output rate / min(input rate, '
-                 f'1/model delay))')
+    lines.append(f'efficiency: {efficiency(res):.2f} (slowest published output rate / '
+                 f'min(input rate, 1/model delay))')
     p50, p95 = (1e3 * float(d.get(f'latency_{q}_s', 'nan')) for q in ('p50', 'p95'))
     lines.append(f'stamp-to-publish (node diagnostics): p50 {p50:.1f} ms, p95 {p95:.1f} ms')
     return '\n'.join(lines)
