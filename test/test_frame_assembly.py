@@ -81,19 +81,20 @@ def test_waits_for_sparse_only_while_the_sensor_is_alive_and_behind():
     assert 'sparse' not in a.waiting_for(_image(9.0), p)     # LiDAR stalled for 6 s
 
 
-def test_reset_forgets_the_other_runs_messages():
-    """A bag played again: cached messages stamped later than the new frame are the old run's."""
+def test_a_replayed_bag_pairs_only_its_own_side_messages():
+    """The bag again, without LiDAR: no side message of the first run pairs with the second."""
     a = FrameAssembler()
     p = _params()
     for t in (1.0, 2.0, 3.0):
         a.add_camera_info(_info(t))
         a.add_sparse(Image(header=header_at(t, 'cam')))
-    a.add_camera_info(_info(1.0))                            # the new run's first info
-    a.reset(int(1.0e9))
-    inputs = a.assemble(_image(3.0), p)
-    assert inputs.camera_info is None and inputs.sparse is None
+    a.add_camera_info(_info(1.0))                            # the second run starts
+    a.add_camera_info(_info(2.0))
+    a.time_went_back(int(1.0e9))                             # its first image is taken
     first = a.assemble(_image(1.0), p)
-    assert first.camera_info is not None and first.sparse is None
+    assert first.camera_info is not None
+    assert first.sparse is None                              # no LiDAR in this run yet
+    assert a.assemble(_image(3.0), p).camera_info is None    # the first run's is gone
 
 
 def test_points_transform_identity_lookup_or_static():

@@ -47,14 +47,13 @@ def test_exact_or_latest_never_pairs_old_calibration():
         StampCache(0)
 
 
-def test_forget_earlier_run_keeps_what_came_after_it():
-    c = StampCache(capacity=10)
-    for t in (100, 200, 300):          # the first run
+def test_time_going_backwards_starts_the_cache_again():
+    c = StampCache(capacity=30)
+    for t in range(0, 3000, 100):      # the first run: 0 .. 2.9 s
         c.add(t * MS, f'run1 {t}')
+    c.add(2500 * MS, 'late')           # out of order by less than a second: same run
+    assert c.exact(0) == 'run1 0'
     c.add(100 * MS, 'run2 100')        # the bag again: same stamps, newer messages
-    c.add(150 * MS, 'run2 150')
-    c.forget_earlier_run(150 * MS)
-    assert c.exact(200 * MS) is None and c.exact(300 * MS) is None
-    assert c.exact(100 * MS) == 'run2 100' and c.latest() == (150 * MS, 'run2 150')
-    c.forget_earlier_run(50 * MS)      # everything is later than 50 ms
-    assert c.latest() is None and len(c) == 0
+    c.add(200 * MS, 'run2 200')
+    assert c.exact(2900 * MS) is None and c.exact(0) is None
+    assert c.exact(100 * MS) == 'run2 100' and c.latest() == (200 * MS, 'run2 200')

@@ -8,6 +8,9 @@ core needs no ROS import to read a stamp.
 from __future__ import annotations
 
 NS_PER_S = 1_000_000_000
+# A stamp this much older than the previous one of its stream means time went backwards (a
+# bag loop, a second bag, a clock reset): what came before belongs to another run.
+BACKWARD_JUMP_NS = NS_PER_S
 
 
 def stamp_to_ns(stamp) -> int:

@@ -64,10 +64,15 @@ class FrameAssembler:
     def add_sparse(self, msg: Image | PointCloud2) -> None:
         self.sparse.add(stamp_to_ns(msg.header.stamp), msg)
 
-    def reset(self, stamp_ns: int) -> None:
-        """Time went back to `stamp_ns`: forget the side messages of the earlier run."""
-        self.camera_info.forget_earlier_run(stamp_ns)
-        self.sparse.forget_earlier_run(stamp_ns)
+    def time_went_back(self, stamp_ns: int) -> None:
+        """
+        Forget the earlier run: the images went back to `stamp_ns` (bag loop, second bag).
+
+        A side stream that went back too has started its cache again by itself (StampCache.add);
+        one that has not is cleared, so it cannot lend the earlier run's messages.
+        """
+        self.camera_info.clear_if_ahead_of(stamp_ns)
+        self.sparse.clear_if_ahead_of(stamp_ns)
 
     @staticmethod
     def _expected(cache: StampCache, stamp_ns: int, ahead_ns: int) -> bool:

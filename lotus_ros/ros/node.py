@@ -32,7 +32,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from lotus_ros.core.engine import load_engine, release_memory
-from lotus_ros.core.stamps import stamp_to_ns
+from lotus_ros.core.stamps import BACKWARD_JUMP_NS, stamp_to_ns
 from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
 from lotus_ros.ros.frame_assembly import FrameAssembler, static_points_transform
 from lotus_ros.ros.frame_queue import FrameQueue
@@ -48,9 +48,6 @@ WARN_PERIOD = 5.0          # s between warnings of the same kind
 # would wait up to the default 5 ms switch interval for a thread busy in Python.
 GIL_SWITCH_INTERVAL = 0.0005
 SPARSE_WAIT = 0.05         # s a frame may wait for a sparse message that is about to arrive
-# An image stamp this much older than the previous one means time went backwards (a bag loop,
-# a second bag): everything cached belongs to the other run.
-BACKWARD_JUMP_NS = 1_000_000_000
 
 
 # glibc mallopt parameters and the values keep_freed_memory sets
@@ -348,7 +345,7 @@ class LotusNode(Node):
         if not (backward or self._time_jumped.is_set()):
             return
         self._time_jumped.clear()
-        self.assembler.reset(stamp_ns)
+        self.assembler.time_went_back(stamp_ns)
         self.processor.reset()
         self.stats.on_time_jump()
         self._started_ns = min(self._started_ns, self.get_clock().now().nanoseconds)

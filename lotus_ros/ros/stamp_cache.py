@@ -10,6 +10,8 @@ from collections import OrderedDict
 import threading
 from typing import Any
 
+from lotus_ros.core.stamps import BACKWARD_JUMP_NS
+
 
 class StampCache:
     """Keep the last `capacity` items by stamp (ns); insertion order = arrival order."""
@@ -23,7 +25,12 @@ class StampCache:
         self._lock = threading.Lock()
 
     def add(self, stamp_ns: int, item: Any) -> None:
+        """Store an item; a stamp far behind the newest one starts the cache again."""
         with self._lock:
+            if self._latest is not None and stamp_ns < self._latest[0] - BACKWARD_JUMP_NS:
+                # Time went backwards in this stream: what it holds is another run's (a
+                # looping bag repeats its stamps), detected as it arrives, whatever is queued.
+                self._items.clear()
             self._items.pop(stamp_ns, None)
             self._items[stamp_ns] = item
             while len(self._items) > self.capacity:
@@ -39,19 +46,17 @@ class StampCache:
             self._items.clear()
             self._latest = None
 
-    def forget_earlier_run(self, stamp_ns: int) -> None:
+    def clear_if_ahead_of(self, stamp_ns: int) -> None:
         """
-        Time went back to `stamp_ns`: drop what arrived up to the last item stamped later.
+        Clear the cache if its newest item is far ahead of `stamp_ns` (an image's).
 
-        Those items belong to the earlier run (a looping bag repeats its stamps); what arrived
-        after them is the new run's, whatever its stamps.
+        The images went back in time but this stream has not (yet): a LiDAR missing from the
+        second run of a bag must not lend the first run's scans to it.
         """
         with self._lock:
-            stamps = list(self._items)   # arrival order
-            later = [i for i, s in enumerate(stamps) if s > stamp_ns]
-            for s in stamps[:later[-1] + 1] if later else []:
-                del self._items[s]
-            self._latest = next(reversed(self._items.items()), None)
+            if self._latest is not None and self._latest[0] > stamp_ns + BACKWARD_JUMP_NS:
+                self._items.clear()
+                self._latest = None
 
     def exact(self, stamp_ns: int) -> Any | None:
         with self._lock:
