@@ -7,6 +7,7 @@ FrameProcessor once with host predictions (HostFrame) and once with torch predic
 the same bytes.
 """
 
+from message_content import message_content as message_bytes  # noqa: E402
 import numpy as np
 import pytest
 import torch
@@ -132,23 +133,6 @@ class TensorDouble(ModelDouble):
                     if value is not None:
                         setattr(p, name, torch.from_numpy(value.copy()))
         return preds
-
-
-def message_bytes(msg):
-    """Everything a subscriber decodes from an output message (data as raw bytes)."""
-    fields = {}
-    for name in msg.get_fields_and_field_types():
-        value = getattr(msg, name)
-        if name == 'header':
-            value = (value.stamp.sec, value.stamp.nanosec, value.frame_id)
-        elif name == 'fields':
-            value = [(f.name, f.offset, f.datatype, f.count) for f in value]
-        elif hasattr(value, 'tobytes'):
-            value = value.tobytes()
-        elif name == 'roi':
-            value = (value.x_offset, value.y_offset, value.height, value.width)
-        fields[name] = value if not isinstance(value, np.ndarray) else value.tobytes()
-    return fields
 
 
 @pytest.mark.parametrize('params', [

@@ -8,6 +8,7 @@ stamp, and every output carries exactly the bytes the serial path gives for the 
 
 import time
 
+from message_content import message_content as decoded  # noqa: E402
 from node_harness import (
     Client,
     NodeProcess,
@@ -32,25 +33,6 @@ PARAMS = {'drop_frames': False, 'queue_size': 50, 'lazy': False, 'points.normals
 TOPICS = {'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
           'depth/colored': Image, 'normal/image': Image, 'normal/colored': Image,
           'points': PointCloud2}
-
-
-def decoded(msg):
-    """Every field a subscriber reads, data as raw bytes (CDR padding is not compared)."""
-    out = {}
-    for name in msg.get_fields_and_field_types():
-        value = getattr(msg, name)
-        if name == 'header':
-            value = (value.stamp.sec, value.stamp.nanosec, value.frame_id)
-        elif name == 'fields':
-            value = [(f.name, f.offset, f.datatype, f.count) for f in value]
-        elif name == 'roi':
-            value = (value.x_offset, value.y_offset, value.height, value.width)
-        elif hasattr(value, 'tobytes'):
-            value = value.tobytes()
-        elif isinstance(value, (list, tuple)):
-            value = tuple(value)
-        out[name] = value
-    return out
 
 
 def test_pipelined_node_equals_serial_processor(tmp_path):

@@ -18,6 +18,8 @@ from lotus_ros.ros.outputs import OUTPUTS
 from lotus_ros.ros.processor import FrameProcessor
 
 sys.path.insert(0, os.path.dirname(__file__))
+from message_content import message_content as message_bytes  # noqa: E402
+
 from lotus_ros.benchmarks.model_double import ModelDouble, save_truth  # noqa: E402
 
 W, H = 160, 120
@@ -249,23 +251,6 @@ def test_distortion_is_reported_once(frames, engine):
         reasons += [r for r, _ in res.problems]
         assert 'points' in res.outputs   # a warning, not a rejection
     assert reasons.count('camera_info_distorted') == 1
-
-
-def message_bytes(msg):
-    """Return what a subscriber decodes from an output: every field, data as raw bytes."""
-    out = {}
-    for name in msg.get_fields_and_field_types():
-        value = getattr(msg, name)
-        if name == 'header':
-            value = (value.stamp.sec, value.stamp.nanosec, value.frame_id)
-        elif name == 'fields':
-            value = [(f.name, f.offset, f.datatype, f.count) for f in value]
-        elif name == 'roi':
-            value = (value.x_offset, value.y_offset, value.height, value.width)
-        elif hasattr(value, 'tobytes'):
-            value = value.tobytes()
-        out[name] = value
-    return out
 
 
 def serial(frames, truth, params):
