@@ -30,10 +30,21 @@ RGB = np.random.default_rng(5).integers(0, 255, (48, 64, 3), dtype=np.uint8)
 QUIET = 1.5                     # s of frames that must produce nothing while not active
 
 
-def call(client: Client, service, request, timeout: float = 30.0):
-    future = service.call_async(request)
-    assert client.wait_for(future.done, timeout), f'{service.srv_name} did not answer'
-    return future.result()
+def call(client: Client, service, request, timeout: float = 30.0, resend: float | None = None):
+    """
+    Call a service and wait for its answer; `resend` seconds re-send an idempotent request.
+
+    wait_for_service only says the server hears requests: until it has discovered this
+    client's reply reader a reply can be lost (a DDS discovery race), so queries are re-sent.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        future = service.call_async(request)
+        wait = timeout if resend is None else min(resend, max(0.0, deadline - time.monotonic()))
+        if client.wait_for(future.done, wait):
+            return future.result()
+        assert resend is not None and time.monotonic() < deadline, \
+            f'{service.srv_name} did not answer'
 
 
 class Manager:
@@ -45,6 +56,9 @@ class Manager:
         self._get = client.node.create_client(GetState, NODE + '/get_state')
         for service in (self._change, self._get):
             assert service.wait_for_service(timeout_sec=30), node.log()
+        # One answered query: the node has discovered this participant's reply readers (both
+        # clients were created together), so a transition's reply is not lost.
+        self.state()
 
     def transition(self, transition_id: int) -> bool:
         request = ChangeState.Request()
@@ -52,7 +66,7 @@ class Manager:
         return call(self.client, self._change, request).success
 
     def state(self) -> str:
-        return call(self.client, self._get, GetState.Request()).current_state.label
+        return call(self.client, self._get, GetState.Request(), resend=2.0).current_state.label
 
 
 class Double:
@@ -90,7 +104,7 @@ def set_bool(client: Client, name: str, value: bool) -> bool:
     assert service.wait_for_service(timeout_sec=10)
     request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
         type=ParameterType.PARAMETER_BOOL, bool_value=value))])
-    return call(client, service, request).results[0].successful
+    return call(client, service, request, resend=2.0).results[0].successful
 
 
 @pytest.fixture
