@@ -15,9 +15,9 @@ from pathlib import Path
 from diffusers import MarigoldDepthPipeline, MarigoldNormalsPipeline
 import numpy as np
 import pytest
+from tilted_plane import N_TRUE, tilted_plane  # noqa: E402
 import torch
 
-from lotus_ros.core.geometry import Intrinsics, backproject
 from lotus_ros.core.lotus_d import ModelLoadError
 from lotus_ros.core.marigold import MarigoldEngine, marigold_to_lotus_normals
 from lotus_ros.core.normals import lotus_to_optical
@@ -184,17 +184,8 @@ def test_fronto_parallel_wall_and_floor():
 
 
 def test_tilted_plane_normal_matches_geometry():
-    intr = Intrinsics(60.0, 60.0, 20.0, 15.0, 40, 30)
-    n_true = np.array([0.3, -0.4, -0.866])
-    n_true /= np.linalg.norm(n_true)
-    vv, uu = np.mgrid[0:30, 0:40].astype(np.float64)
-    rays = np.stack([(uu - intr.cx) / intr.fx, (vv - intr.cy) / intr.fy, np.ones_like(uu)], -1)
-    depth = (-2.0 / (rays @ n_true)).astype(np.float32)
-    pts = backproject(depth, intr).astype(np.float64)
-    # Geometric normal from the cloud, oriented toward the camera (n . X < 0).
-    geo = np.cross(pts[1:, :-1] - pts[:-1, :-1], pts[:-1, 1:] - pts[:-1, :-1])
-    geo /= np.linalg.norm(geo, axis=-1, keepdims=True)
-    geo *= -np.sign(np.sum(geo * pts[:-1, :-1], -1, keepdims=True))
+    pts, geo = tilted_plane()
+    n_true = N_TRUE
     # What Marigold would output for this plane: x right, y up, z towards the viewer.
     marigold = np.broadcast_to(n_true * [1.0, -1.0, -1.0], (29, 39, 3)).astype(np.float32)
     np.testing.assert_allclose(lotus_to_optical(marigold_to_lotus_normals(marigold)), geo,

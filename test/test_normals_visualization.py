@@ -2,8 +2,8 @@
 
 import cv2
 import numpy as np
+from tilted_plane import N_TRUE, tilted_plane  # noqa: E402
 
-from lotus_ros.core.geometry import Intrinsics, backproject
 from lotus_ros.core.normals import lotus_to_optical
 from lotus_ros.core.visualization import colorize_depth, colorize_normals
 
@@ -25,17 +25,8 @@ def test_fronto_parallel_plane_faces_camera():
 
 
 def test_tilted_plane_normal_matches_geometry():
-    intr = Intrinsics(60.0, 60.0, 20.0, 15.0, 40, 30)
-    n_true = np.array([0.3, -0.4, -0.866])
-    n_true /= np.linalg.norm(n_true)
-    vv, uu = np.mgrid[0:30, 0:40].astype(np.float64)
-    rays = np.stack([(uu - intr.cx) / intr.fx, (vv - intr.cy) / intr.fy, np.ones_like(uu)], -1)
-    depth = (-2.0 / (rays @ n_true)).astype(np.float32)
-    pts = backproject(depth, intr).astype(np.float64)
-    # Geometric normal from the cloud, oriented toward the camera (n . X < 0).
-    geo = np.cross(pts[1:, :-1] - pts[:-1, :-1], pts[:-1, 1:] - pts[:-1, :-1])
-    geo /= np.linalg.norm(geo, axis=-1, keepdims=True)
-    geo *= -np.sign(np.sum(geo * pts[:-1, :-1], -1, keepdims=True))
+    pts, geo = tilted_plane()
+    n_true = N_TRUE
     n_lotus = np.broadcast_to(-0.7 * n_true, (29, 39, 3)).astype(np.float32)
     # The float32 points are within 1.5 EPS32 |X| of the surface, so an edge between neighbours
     # is off by 3 EPS32 |X| of its length |e|, and the cross product's direction by the two
