@@ -163,8 +163,11 @@ def test_stabilizing_node_publishes_raw_and_reports_the_stabiliser(tmp_path):
             time.sleep(0.1)
         assert client.wait_for(lambda: client.count('alignment') == len(frames), 30), node.log()
 
+        # /diagnostics is periodic: only a status published after the last frame describes it
+        published_before = client.count('/diagnostics')
+
         def temporal_status():
-            for arr in reversed(client.messages('/diagnostics')):
+            for arr in reversed(client.messages('/diagnostics')[published_before:]):
                 for status in arr.status:
                     if status.name.endswith('temporal'):
                         return {kv.key: kv.value for kv in status.values}
