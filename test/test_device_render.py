@@ -151,7 +151,7 @@ def test_device_frames_equal_host_frames(tmp_path, params):
     for device_outputs in (False, True):
         proc = FrameProcessor(TensorDouble(truth_path=str(tmp_path / 'truth.npz'), seed=4),
                               params)
-        proc.device_outputs = device_outputs          # a CUDA engine would set it
+        proc.inference.device_outputs = device_outputs   # a CUDA engine would set it
         results = []
         for f in frames:
             hdr = header_at(f.stamp, 'cam')

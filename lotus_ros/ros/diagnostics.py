@@ -1,5 +1,5 @@
 """
-Counters, rates and latency percentiles for the node, turned into a DiagnosticArray.
+Counters, rates and latency percentiles per camera, and the engine's batches, as diagnostics.
 
 Kept apart from node.py so the statistics are testable without a running node; the worker and
 the callbacks update it from different threads, hence the lock.
@@ -211,3 +211,26 @@ def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: i
                      _kv('shift', float(temporal['shift']))]
         arr.status.append(tm)
     return arr
+
+
+def engine_status(node_name: str, device: str, dtype: str, memory: dict[str, float],
+                  batches: dict[int, tuple[int, float]]) -> DiagnosticStatus:
+    """
+    Report the engine all cameras share: model calls by batch size, mean time, GPU memory.
+
+    `batches` is BatchInference.batch_stats(): batch size -> (calls, mean seconds per call).
+    """
+    st = DiagnosticStatus(name=f'{node_name}: engine', hardware_id=str(device))
+    calls = sum(n for n, _ in batches.values())
+    images = sum(size * n for size, (n, _) in batches.items())
+    st.level = DiagnosticStatus.OK
+    st.message = f'{calls} model calls, {images / calls:.2f} images per call' if calls else \
+        'no model call yet'
+    st.values = [_kv('device', device), _kv('dtype', dtype), _kv('batches', calls),
+                 _kv('images', images)]
+    for size, (n, seconds) in batches.items():
+        st.values += [_kv(f'batch_size_{size}', n),
+                      _kv(f'inference_ms_batch_{size}', seconds * 1000.0)]
+    for k, v in sorted(memory.items()):
+        st.values.append(_kv(f'gpu_{k}', float(v)))
+    return st

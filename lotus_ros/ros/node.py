@@ -1,17 +1,20 @@
 """
-The lotus node: rclpy wiring around FrameProcessor.
+The lotus node: rclpy wiring around FrameProcessor, for one camera or several.
 
-Callbacks only store messages (frame queue, stamp caches). Two threads (ros.pipeline) do the
-work: the inference stage takes the next frame, applies parameter changes, matches camera_info
-and sparse depth by stamp and runs the engine; the finishing stage aligns, builds the messages
-and publishes, meanwhile the next frame is in inference. So a slow model never backs up the
-executor, the node's own work hides behind the model's, and with drop_frames the latency stays
-about one inference plus one finishing.
+Callbacks only store messages (the camera's frame queue and stamp caches). Two threads
+(ros.pipeline) do the work: the inference stage takes the next frames (ros.camera_scheduler: up
+to one per camera, oldest first, each once its camera_info and sparse depth are there or no
+longer worth waiting for), applies parameter changes, pairs the side inputs and runs the one
+engine on all of them; the finishing stage aligns, builds the messages and publishes, meanwhile
+the next frames are in inference. So a slow model never backs up the executor, the node's own
+work hides behind the model's, and with drop_frames the latency stays about one inference plus
+one finishing. Everything per camera lives in its ros.camera.Camera.
 """
 
 from __future__ import annotations
 
 import ctypes
+from functools import partial
 import os
 import sys
 import threading
@@ -33,14 +36,23 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from lotus_ros.core.engine import load_engine, release_memory
 from lotus_ros.core.stamps import BACKWARD_JUMP_NS, stamp_to_ns
-from lotus_ros.ros.diagnostics import NodeStats, build_diagnostics
+from lotus_ros.ros.camera import Camera
+from lotus_ros.ros.camera_scheduler import CameraScheduler
+from lotus_ros.ros.diagnostics import build_diagnostics, engine_status
 from lotus_ros.ros.frame_assembly import FrameAssembler, static_points_transform
-from lotus_ros.ros.frame_queue import FrameQueue
 from lotus_ros.ros.images import ImageConversionError
 from lotus_ros.ros.outputs import output_types
-from lotus_ros.ros.parameters import SPEC_BY_NAME, declare_parameters, validate, validate_set
+from lotus_ros.ros.parameters import (
+    SPEC_BY_NAME,
+    camera_parameter,
+    declare_camera_parameters,
+    declare_parameters,
+    split_camera_parameter,
+    validate,
+    validate_set,
+)
 from lotus_ros.ros.pipeline import FramePipeline
-from lotus_ros.ros.processor import FrameJob, FrameProcessor
+from lotus_ros.ros.processor import BatchInference, FrameJob, FrameProcessor
 
 NODE_NAME = 'lotus'
 WARN_PERIOD = 5.0          # s between warnings of the same kind
@@ -94,13 +106,12 @@ class LotusNode(Node):
     def _init_state(self) -> None:
         """Nothing loaded, no endpoints: the state before _configure and after _cleanup."""
         self.engine = None
-        self.processor: FrameProcessor | None = None
-        self.queue: FrameQueue | None = None
+        self.inference: BatchInference | None = None
+        self.params: dict[str, Any] = {}             # the global values (cameras follow them)
+        self.cameras: dict[str, Camera] = {}
+        self.scheduler: CameraScheduler | None = None
         self.pipeline: FramePipeline | None = None
         self._running = False
-        self._inputs: list = []
-        self._info_sub = None
-        self.pubs: dict[str, Any] = {}
         self.diag_pub = None
         self._diag_timer = None
         self._jump_handle = None
@@ -118,6 +129,16 @@ class LotusNode(Node):
         reason = validate_set(p)
         if reason:
             raise StartupError(f'invalid parameters: {reason}')
+        own = declare_camera_parameters(self, list(p['cameras']))
+        for camera, values in own.items():
+            for name, value in values.items():
+                reason = validate(name, value)
+                if reason:
+                    raise StartupError(f'invalid parameter {camera_parameter(camera, name)}: '
+                                       f'{reason}')
+            reason = validate_set({**p, **values})
+            if reason:
+                raise StartupError(f'invalid parameters of camera {camera}: {reason}')
 
         try:
             engine = load_engine(p)
@@ -128,45 +149,19 @@ class LotusNode(Node):
                 'diffusers folder or a reachable Hugging Face id (or clear local_files_only)'
             ) from e
         self.engine = engine
-        self.processor = FrameProcessor(engine, p)
-        self.stats = NodeStats()
-        self.assembler = FrameAssembler(capacity=30, lookup_transform=self._lookup_transform)
-        self._warned: dict[str, float] = {}
+        self.params = p
+        self.inference = BatchInference(engine)
+        self._warned: dict[tuple[str, str], float] = {}
         self._pending: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
-        self._last_image_ns: int | None = None
-        self._time_jumped = threading.Event()
         self._started_ns = self.get_clock().now().nanoseconds
-
-        qos_override = QoSOverridingOptions.with_default_policies()
-        sub_qos = qos_profile_sensor_data
-        pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        if p['image_transport'] == 'compressed':
-            image_sub = self.create_subscription(CompressedImage, 'image/compressed',
-                                                 self._on_image, sub_qos,
-                                                 qos_overriding_options=qos_override)
-        else:
-            image_sub = self.create_subscription(Image, 'image', self._on_image, sub_qos,
-                                                 qos_overriding_options=qos_override)
-        self._info_sub = self.create_subscription(CameraInfo, 'camera_info', self._on_info,
-                                                  sub_qos, qos_overriding_options=qos_override)
-        self._inputs = [image_sub, self._info_sub]
-        source = p['alignment.source']
-        if source == 'sparse_depth':
-            self._inputs.append(self.create_subscription(
-                Image, 'sparse_depth', self._on_sparse, sub_qos,
-                qos_overriding_options=qos_override))
-        elif source == 'sparse_points':
-            self._inputs.append(self.create_subscription(
-                PointCloud2, 'sparse_points', self._on_sparse, sub_qos,
-                qos_overriding_options=qos_override))
-            if p['alignment.use_tf']:
-                self._start_tf()
-
-        self.pubs = {name: self._create_output_publisher(msg_type, name, pub_qos,
-                                                         qos_overriding_options=qos_override)
-                     for name, msg_type in output_types().items()}
+        for camera in p['cameras']:
+            cam = Camera(camera, FrameProcessor(engine, {**p, **own[camera]}, self.inference),
+                         FrameAssembler(capacity=30,
+                                        lookup_transform=partial(self._lookup_transform, camera)),
+                         own[camera])
+            self.cameras[camera] = cam
+            self._create_endpoints(cam)
         self.diag_pub = self._create_output_publisher(DiagnosticArray, '/diagnostics', 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, 'add_post_set_parameters_callback'):  # Iron and newer
@@ -177,22 +172,55 @@ class LotusNode(Node):
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1.0),
                           on_clock_change=False),
-            post_callback=lambda jump: self._time_jumped.set())
+            post_callback=lambda jump: [cam.time_jumped.set() for cam in self.cameras.values()])
         # steady clock: diagnostics must flow even while a simulated clock is paused; they
         # start with inference (_activate)
         self._diag_timer = self.create_timer(p['diagnostics_period'], self._publish_diagnostics,
                                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._diag_timer.cancel()
 
+    def _create_endpoints(self, cam: Camera) -> None:
+        """Subscribe to the camera's inputs, create its output publishers (topics under c/)."""
+        p = cam.processor.params
+        qos_override = QoSOverridingOptions.with_default_policies()
+        sub_qos = qos_profile_sensor_data
+        pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                             reliability=ReliabilityPolicy.RELIABLE)
+
+        def subscribe(msg_type, name: str, callback):
+            return self.create_subscription(msg_type, cam.topic(name), partial(callback, cam),
+                                            sub_qos, qos_overriding_options=qos_override)
+
+        if p['image_transport'] == 'compressed':
+            cam.subscriptions.append(subscribe(CompressedImage, 'image/compressed',
+                                               self._on_image))
+        else:
+            cam.subscriptions.append(subscribe(Image, 'image', self._on_image))
+        cam.info_sub = subscribe(CameraInfo, 'camera_info', self._on_info)
+        cam.subscriptions.append(cam.info_sub)
+        source = p['alignment.source']
+        if source == 'sparse_depth':
+            cam.subscriptions.append(subscribe(Image, 'sparse_depth', self._on_sparse))
+        elif source == 'sparse_points':
+            cam.subscriptions.append(subscribe(PointCloud2, 'sparse_points', self._on_sparse))
+            if p['alignment.use_tf'] and self._tf_buffer is None:
+                self._start_tf()
+        cam.pubs = {name: self._create_output_publisher(msg_type, cam.topic(name), pub_qos,
+                                                        qos_overriding_options=qos_override)
+                    for name, msg_type in output_types().items()}
+
     def _activate(self) -> None:
         """Start inference, publishing and diagnostics."""
         self._start_workers()
         self._diag_timer.reset()
-        engine, p = self.engine, self.processor.params
+        engine, p = self.engine, self.params
+        cameras = ', '.join(
+            f"{cam.name or '(no prefix)'}: alignment={cam.processor.params['alignment.source']} "
+            f"lazy={cam.processor.params['lazy']}" for cam in self.cameras.values())
         self.get_logger().info(
             f'ready: device={engine.device} dtype={engine.dtype} depth={engine.has_depth} '
-            f'normal={engine.has_normal} '
-            f"alignment={p['alignment.source']} drop_frames={p['drop_frames']} lazy={p['lazy']}")
+            f"normal={engine.has_normal} drop_frames={p['drop_frames']} "
+            f"batch.max_size={p['batch.max_size']} cameras [{cameras}]")
 
     def _deactivate(self) -> None:
         """Stop inference after the frame in flight; the engine and the endpoints stay."""
@@ -207,11 +235,13 @@ class LotusNode(Node):
             self.remove_on_set_parameters_callback(self._on_set_parameters)
             if hasattr(self, 'remove_post_set_parameters_callback'):
                 self.remove_post_set_parameters_callback(self._on_parameters_set)
-        for sub in self._inputs:
-            self.destroy_subscription(sub)
+        for cam in self.cameras.values():
+            for sub in cam.subscriptions:
+                self.destroy_subscription(sub)
         if self._tf_listener is not None:
             self._tf_listener.unregister()
-        for pub in [*self.pubs.values(), self.diag_pub]:
+        pubs = [pub for cam in self.cameras.values() for pub in cam.pubs.values()]
+        for pub in [*pubs, self.diag_pub]:
             if pub is not None:
                 self._destroy_output_publisher(pub)
         if self._diag_timer is not None:
@@ -228,12 +258,15 @@ class LotusNode(Node):
         self.destroy_publisher(publisher)
 
     def _start_workers(self) -> None:
-        """Start the two stages (ros.pipeline) on a fresh frame queue."""
-        p = self.processor.params
-        self.queue = FrameQueue(drop_frames=p['drop_frames'], maxsize=p['queue_size'])
+        """Start the two stages (ros.pipeline) on fresh frame queues."""
+        p = self.params
+        self.scheduler = CameraScheduler(
+            self.cameras, drop_frames=p['drop_frames'], maxsize=p['queue_size'],
+            max_batch=p['batch.max_size'], max_wait=p['batch.max_wait_ms'] * 1e-3,
+            inputs_due=self._inputs_due)
         self._running = True
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        self.pipeline = FramePipeline(self.queue, self._infer, self._finish, self._failed,
+        self.pipeline = FramePipeline(self.scheduler, self._infer, self._finish, self._failed,
                                       just_in_time=p['drop_frames'])
 
     # -- helpers ---------------------------------------------------------------------------
@@ -248,63 +281,90 @@ class LotusNode(Node):
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
-    def _lookup_transform(self, cloud: PointCloud2, header):
+    def _lookup_transform(self, camera: str, cloud: PointCloud2, header):
         """tf2 image frame <- cloud frame at the cloud's stamp; False (skip) when unknown."""
-        if self._tf_buffer is None:
-            return static_points_transform(self.processor.params)
+        cam = self.cameras[camera]
+        if self._tf_buffer is None or not cam.processor.params['alignment.use_tf']:
+            return static_points_transform(cam.processor.params)
         src, dst = cloud.header.frame_id, header.frame_id
         try:
             tf = self._tf_buffer.lookup_transform(dst, src, Time.from_msg(cloud.header.stamp))
         except Exception as e:  # tf2 raises several unrelated exception types
-            self._problem('tf', f"no transform {dst} <- {src}, cloud skipped: "
+            self._problem(cam, 'tf', f"no transform {dst} <- {src}, cloud skipped: "
                           f"{' '.join(str(e).split())}")
             return False
         t, q = tf.transform.translation, tf.transform.rotation
         return (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
 
-    def _warn(self, reason: str, text: str) -> None:
+    def _warn(self, cam: Camera, reason: str, text: str) -> None:
         now = time.monotonic()
-        if now - self._warned.get(reason, -1e9) >= WARN_PERIOD:
-            self._warned[reason] = now
-            count = self.stats.rejected.get(reason, 0)
-            self.get_logger().warning(f'{text} [{reason}, {count} so far]')
+        if now - self._warned.get((cam.name, reason), -1e9) >= WARN_PERIOD:
+            self._warned[(cam.name, reason)] = now
+            count = cam.stats.rejected.get(reason, 0)
+            where = f'camera {cam.name}: ' if cam.name else ''
+            self.get_logger().warning(f'{where}{text} [{reason}, {count} so far]')
 
-    def _problem(self, reason: str, text: str) -> None:
-        self.stats.on_rejected(reason)
-        self._warn(reason, text)
+    def _problem(self, cam: Camera, reason: str, text: str) -> None:
+        cam.stats.on_rejected(reason)
+        self._warn(cam, reason, text)
 
     # -- callbacks: store only -------------------------------------------------------------
-    def _on_image(self, msg) -> None:
+    def _on_image(self, cam: Camera, msg) -> None:
         if not self._running:  # inactive: the frame is nobody's
             return
-        self.stats.on_input()
-        if not self.queue.put((msg, time.monotonic())) and not self.queue.drop_frames \
-                and not self.queue.closed:
-            self._warn('queue_overflow', f'input queue full ({self.queue.maxsize}): the oldest '
-                       f'frame was discarded ({self.queue.overflowed} so far); slow the input '
-                       'or raise queue_size')
+        cam.stats.on_input()
+        if not self._wanted(cam):  # lazy, nobody listens: the frame never waits for the model
+            cam.stats.on_skipped_lazy()
+            return
+        queue = self.scheduler.queues[cam.name]
+        if not self.scheduler.put(cam.name, msg) and not queue.drop_frames and not queue.closed:
+            self._warn(cam, 'queue_overflow', f'input queue full ({queue.maxsize}): the oldest '
+                       f'frame was discarded ({queue.overflowed} so far); slow the input or '
+                       'raise queue_size')
 
-    def _on_info(self, msg: CameraInfo) -> None:
-        self.assembler.add_camera_info(msg)
+    def _on_info(self, cam: Camera, msg: CameraInfo) -> None:
+        cam.assembler.add_camera_info(msg)
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
-    def _on_sparse(self, msg) -> None:
-        self.assembler.add_sparse(msg)
+    def _on_sparse(self, cam: Camera, msg) -> None:
+        cam.assembler.add_sparse(msg)
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     def _lotus_changes(self, params) -> dict[str, Any]:
-        return {prm.name: prm.value for prm in params if prm.name in SPEC_BY_NAME}
+        return {prm.name: prm.value for prm in params if prm.name in SPEC_BY_NAME
+                or split_camera_parameter(prm.name, self.cameras)}
+
+    def _would_be(self, changes: dict[str, Any]) -> tuple[dict, dict[str, dict]]:
+        """Return the global values and each camera's own ones once `changes` apply."""
+        glob = {**self.params}
+        own = {c: dict(cam.own) for c, cam in self.cameras.items()}
+        for name, value in changes.items():
+            split = split_camera_parameter(name, self.cameras)
+            if split:
+                own[split[0]][split[1]] = value
+            else:
+                glob[name] = value
+        return glob, own
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate only; the change is applied before the next frame is taken (_apply_pending)."""
         changes = self._lotus_changes(params)
         for name, value in changes.items():
-            reason = validate(name, value, running=True)
+            split = split_camera_parameter(name, self.cameras)
+            reason = validate(split[1] if split else name, value, running=True)
             if reason:
-                return SetParametersResult(successful=False, reason=reason)
+                return SetParametersResult(successful=False, reason=f'{name}: {reason}'
+                                           if split else reason)
         if changes:
             with self._pending_lock:
-                reason = validate_set({**self.processor.params, **self._pending, **changes})
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
+                glob, own = self._would_be({**self._pending, **changes})
+            for camera, values in own.items():
+                reason = validate_set({**glob, **values})
+                if reason:
+                    where = f' (camera {camera})' if camera else ''
+                    return SetParametersResult(successful=False, reason=reason + where)
             if not hasattr(self, 'add_post_set_parameters_callback'):  # Humble: no post hook
                 self._on_parameters_set(params)
         return SetParametersResult(successful=True)
@@ -316,95 +376,124 @@ class LotusNode(Node):
                 self._pending.update(changes)
 
     # -- the two stages --------------------------------------------------------------------
-    def _wanted(self) -> set[str]:
-        enabled = self.processor.enabled_outputs()
-        if not self.processor.params['lazy']:
+    def _wanted(self, cam: Camera) -> set[str]:
+        enabled = cam.processor.enabled_outputs()
+        if not cam.processor.params['lazy']:
             return enabled
-        return {n for n in enabled if n in self.pubs and
-                self.pubs[n].get_subscription_count() > 0}
+        return {n for n in enabled if n in cam.pubs and
+                cam.pubs[n].get_subscription_count() > 0}
 
-    def _assemble(self, msg):
-        """Pair the image with its side inputs, waiting briefly for ones still in flight."""
-        p = self.processor.params
+    def _inputs_due(self, camera: str, msg, since: float) -> float:
+        """
+        Seconds the camera's frame should still wait for side inputs in flight (<= 0: go).
+
+        The budget runs from `since`, when the frame could first have been taken: a newer
+        frame of the same camera replacing it does not start the wait again.
+        """
+        cam = self.cameras[camera]
+        p = cam.processor.params
+        published = self.count_publishers(cam.info_sub.topic_name) > 0
+        waiting = cam.assembler.waiting_for(msg, p, camera_info_published=published)
+        if not waiting or not self._running:
+            return 0.0
         budgets = {'camera_info': p['camera_info_wait'], 'sparse': SPARSE_WAIT}
-        published = self.count_publishers(self._info_sub.topic_name) > 0
-        waiting = self.assembler.waiting_for(msg, p, camera_info_published=published)
-        if waiting:
-            deadline = time.monotonic() + max(budgets[name] for name in waiting)
-            while waiting and self._running and time.monotonic() < deadline:
-                time.sleep(0.002)
-                waiting = self.assembler.waiting_for(msg, p, camera_info_published=published)
-        return self.assembler.assemble(msg, p)
+        return since + max(budgets[name] for name in waiting) - time.monotonic()
 
-    def _check_time(self, msg) -> None:
-        """Reset everything that belongs to an earlier run when time went backwards."""
+    def _check_time(self, cam: Camera, msg) -> None:
+        """Reset what belongs to an earlier run when the camera's time went backwards."""
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        backward = self._last_image_ns is not None and \
-            stamp_ns < self._last_image_ns - BACKWARD_JUMP_NS
-        self._last_image_ns = stamp_ns
-        if not (backward or self._time_jumped.is_set()):
+        backward = cam.last_image_ns is not None and \
+            stamp_ns < cam.last_image_ns - BACKWARD_JUMP_NS
+        cam.last_image_ns = stamp_ns
+        if not (backward or cam.time_jumped.is_set()):
             return
-        self._time_jumped.clear()
-        self.assembler.time_went_back(stamp_ns)
-        self.processor.reset()
-        self.stats.on_time_jump()
+        cam.time_jumped.clear()
+        cam.assembler.time_went_back(stamp_ns)
+        cam.processor.reset()
+        cam.stats.on_time_jump()
         self._started_ns = min(self._started_ns, self.get_clock().now().nanoseconds)
+        where = f'camera {cam.name}: ' if cam.name else ''
         self.get_logger().warning(
-            'time went backwards (bag loop, new bag or clock reset): stamp caches, alignment '
-            f'filter and statistics reset [{self.stats.time_jumps} so far]')
+            f'{where}time went backwards (bag loop, new bag or clock reset): stamp caches, '
+            f'alignment filter and statistics reset [{cam.stats.time_jumps} so far]')
 
     def _apply_pending(self) -> None:
-        """Apply parameter changes, in the one place they take effect: before a frame is taken."""
+        """Apply parameter changes, in the one place they take effect: before frames are taken."""
         with self._pending_lock:
             changes, self._pending = self._pending, {}
-            if changes:
-                self.processor.update_params(changes)
-        if changes:
-            self.get_logger().info('parameters changed: ' + ', '.join(
-                f'{k}={v}' for k, v in sorted(changes.items())))
+        if not changes:
+            return
+        glob, own = self._would_be(changes)
+        changed_globals = {k: v for k, v in glob.items() if self.params.get(k) != v}
+        self.params = glob
+        for camera, cam in self.cameras.items():
+            mine = {k: v for k, v in own[camera].items() if cam.own.get(k) != v}
+            cam.own = own[camera]
+            mine.update({k: v for k, v in changed_globals.items() if k not in cam.own})
+            if mine:
+                cam.processor.update_params(mine)
+        self.get_logger().info('parameters changed: ' + ', '.join(
+            f'{k}={v}' for k, v in sorted(changes.items())))
 
-    def _failed(self, e: Exception) -> None:
+    def _failed(self, e: Exception, cam: Camera | None = None) -> None:
         if self._running and rclpy.ok(context=self.context):
-            self._problem('processing_error',
-                          f"frame failed: {type(e).__name__}: {' '.join(str(e).split())}")
+            for each in [cam] if cam is not None else self.cameras.values():
+                self._problem(each, 'processing_error',
+                              f"frame failed: {type(e).__name__}: {' '.join(str(e).split())}")
 
-    def _infer(self, frames: list[tuple[Any, float]]) -> list[tuple[FrameJob, float]]:
-        """Inference stage: take the frames, pair their side inputs, run the engine on them."""
+    def _infer(self, frames: list[tuple[str, Any, float]]) -> list[tuple[Camera, FrameJob, float]]:
+        """Inference stage: pair the frames' side inputs, run the engine on all of them."""
+        self._apply_pending()
         jobs = []
-        for msg, t_received in frames:
+        for camera, msg, t_received in frames:
+            cam = self.cameras[camera]
             t0 = time.perf_counter()
-            self._apply_pending()
-            self._check_time(msg)
-            wanted = self._wanted()
+            self._check_time(cam, msg)
+            wanted = self._wanted(cam)
             if not wanted:
-                self.stats.on_skipped_lazy()
+                cam.stats.on_skipped_lazy()
                 continue
-            inputs = self._assemble(msg)
+            inputs = cam.assembler.assemble(msg, cam.processor.params)
             try:
-                job = self.processor.prepare(inputs, wanted)
+                job = cam.processor.prepare(inputs, wanted)
             except ImageConversionError as e:
-                self._problem('image_' + e.reason, f'image rejected: {e}')
+                self._problem(cam, 'image_' + e.reason, f'image rejected: {e}')
                 continue
-            # pairing side inputs (and waiting for late ones) before the decode
+            # pairing side inputs before the decode
             job.result.timings['assemble'] = time.perf_counter() - t0 - \
                 job.result.timings['decode']
-            jobs.append((job, t_received))
-        self.processor.infer([job for job, _ in jobs])
+            jobs.append((cam, job, t_received))
+        try:
+            self.inference.infer([job for _, job, _ in jobs])
+        except Exception as e:  # noqa: BLE001 - one camera's frame must not fail the others'
+            if len(jobs) == 1:
+                self._failed(e, jobs[0][0])
+                return []
+            jobs = [item for item in jobs if self._infer_alone(*item[:2])]
         return jobs
 
-    def _finish(self, item: tuple[FrameJob, float]) -> None:
+    def _infer_alone(self, cam: Camera, job: FrameJob) -> bool:
+        """Run one frame of a failed batch on its own; False (reported) when it fails again."""
+        try:
+            self.inference.infer([job])
+        except Exception as e:  # noqa: BLE001 - reported like any failed frame
+            self._failed(e, cam)
+            return False
+        return True
+
+    def _finish(self, item: tuple[Camera, FrameJob, float]) -> None:
         """Finishing stage: align, build the messages and publish them."""
-        job, t_received = item
-        res = self.processor.finish(job)
+        cam, job, t_received = item
+        res = cam.processor.finish(job)
         t0 = time.perf_counter()
         for name, out in res.outputs.items():
-            self.pubs[name].publish(out)
+            cam.pubs[name].publish(out)
         res.timings['publish'] = time.perf_counter() - t0
-        self.stats.on_frame(res.timings, self._latency(job.inputs.image),
-                            time.monotonic() - t_received, res.alignment, res.metric,
-                            estimate=res.estimate, temporal=res.temporal)
+        cam.stats.on_frame(res.timings, self._latency(job.inputs.image),
+                           time.monotonic() - t_received, res.alignment, res.metric,
+                           estimate=res.estimate, temporal=res.temporal)
         for reason, text in res.problems:
-            self._problem(reason, text)
+            self._problem(cam, reason, text)
 
     def _latency(self, msg) -> float | None:
         """
@@ -419,23 +508,34 @@ class LotusNode(Node):
         return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
 
     def _publish_diagnostics(self) -> None:
+        """One set of statuses per camera (ros.diagnostics) and one for the shared engine."""
         mem = {}
         try:
             mem = dict(self.engine.memory_stats() or {})
         except Exception:  # memory stats are best effort
             mem = {}
-        arr = build_diagnostics(
-            self.get_clock().now().to_msg(), self.get_name(), self.stats.snapshot(),
-            dropped=self.queue.dropped, overflowed=self.queue.overflowed,
-            device=str(self.engine.device), dtype=str(self.engine.dtype), memory=mem,
-            alignment_enabled=self.processor.alignment_enabled)
+        stamp = self.get_clock().now().to_msg()
+        device, dtype = str(self.engine.device), str(self.engine.dtype)
+        arr = None
+        for cam in self.cameras.values():
+            queue = self.scheduler.queues[cam.name]
+            part = build_diagnostics(
+                stamp, cam.label(self.get_name()), cam.stats.snapshot(), dropped=queue.dropped,
+                overflowed=queue.overflowed, device=device, dtype=dtype, memory=mem,
+                alignment_enabled=cam.processor.alignment_enabled)
+            if arr is None:
+                arr = part
+            else:
+                arr.status.extend(part.status)
+        arr.status.append(engine_status(self.get_name(), device, dtype, mem,
+                                        self.inference.batch_stats()))
         self.diag_pub.publish(arr)
 
     def stop(self, timeout: float | None = 1.0) -> bool:
         """Stop both stages (timeout None: after the frame in flight); True when they ended."""
         self._running = False
-        if self.queue is not None:
-            self.queue.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
         if self.pipeline is None:
             return True
         return self.pipeline.stop(timeout)

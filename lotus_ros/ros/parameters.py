@@ -71,6 +71,14 @@ SPECS: tuple[ParamSpec, ...] = (
        "Advanced/tests: 'module:callable' building the engine from the parameter dict instead "
        'of LotusEngine.from_pretrained'),
     # inputs and scheduling
+    _p('cameras', [''],
+       "Camera names, one engine for all: camera c reads c/image, c/camera_info, c/sparse_* and "
+       "publishes every output under c/; [''] = one camera, topics without a prefix"),
+    _p('batch.max_size', 4, 'Most frames (one per camera) in one model call; same-size frames '
+       'of several cameras share it', min=1, max=64),
+    _p('batch.max_wait_ms', 5.0,
+       'Milliseconds a frame may wait for frames of other cameras expected that soon, to share '
+       'a model call with them (0 = never wait)', min=0.0, max=1000.0),
     _p('image_transport', 'raw', "'raw' subscribes to image, 'compressed' to image/compressed",
        choices=('raw', 'compressed')),
     _p('drop_frames', True,
@@ -194,6 +202,41 @@ SPECS: tuple[ParamSpec, ...] = (
 
 SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in SPECS}
 
+# Parameters a camera may set for itself (cameras_params.<camera>.<name>): how its inputs are
+# read, aligned and published. The model, the device and the scheduling are shared.
+_PER_CAMERA_NAMES = ('image_transport', 'lazy', 'camera_info_tolerance', 'camera_info_wait')
+_PER_CAMERA_GROUPS = ('publish.', 'points.', 'alignment.', 'temporal.', 'visualization.')
+PER_CAMERA: tuple[str, ...] = tuple(
+    s.name for s in SPECS if s.name in _PER_CAMERA_NAMES or s.name.startswith(_PER_CAMERA_GROUPS))
+CAMERA_PARAMS_PREFIX = 'cameras_params.'
+_CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
+
+
+def camera_parameter(camera: str, name: str) -> str:
+    """Name camera's own value of `name` ('/' in the camera name becomes '.')."""
+    return f"{CAMERA_PARAMS_PREFIX}{camera.replace('/', '.')}.{name}"
+
+
+def split_camera_parameter(param: str, cameras: Iterable[str]) -> tuple[str, str] | None:
+    """(camera, name) of a cameras_params.<camera>.<name> parameter; None for other names."""
+    for camera in cameras:
+        prefix = camera_parameter(camera, '')
+        if camera and param.startswith(prefix) and param[len(prefix):] in PER_CAMERA:
+            return camera, param[len(prefix):]
+    return None
+
+
+def _cameras_reason(cameras: list[str]) -> str | None:
+    if not cameras:
+        return "cameras must name at least one camera ([''] = one camera without a prefix)"
+    if len(set(cameras)) != len(cameras):
+        return f'cameras has duplicate names: {cameras}'
+    if cameras != [''] and not all(_CAMERA_NAME.fullmatch(c) for c in cameras):
+        bad = [c for c in cameras if not _CAMERA_NAME.fullmatch(c)]
+        return (f"cameras: {bad} are not relative topic names (letters, digits, '_', tokens "
+                "joined by '/', starting with a letter; '' only as the single camera)")
+    return None
+
 
 def defaults() -> dict[str, Any]:
     return {s.name: (list(s.default) if isinstance(s.default, list) else s.default)
@@ -210,6 +253,8 @@ def _type_ok(spec: ParamSpec, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(d, str):
         return isinstance(value, str)
+    if isinstance(d, list) and isinstance(d[0], str):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     if isinstance(d, list):
         return isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -236,6 +281,8 @@ def validate(name: str, value: Any, *, running: bool = False) -> str | None:
             return f'{name} must be <= {spec.max}'
     if name == 'processing_resolution' and 0 < value < 8:
         return f'{name} must be 0 (native size) or at least 8 (one latent cell)'
+    if name == 'cameras':
+        return _cameras_reason(list(value))
     if name == 'alignment.points_transform':
         if len(value) != 7:
             return f'{name} needs 7 numbers [x y z qx qy qz qw]'
@@ -259,13 +306,7 @@ def validate_set(params: dict[str, Any]) -> str | None:
     return None
 
 
-def declare_parameters(node) -> dict[str, Any]:
-    """
-    Declare every parameter on an rclpy node with descriptors; return the current values.
-
-    Parameters already declared (a lifecycle node configured again after cleanup) keep their
-    declaration and their current value.
-    """
+def _descriptor(spec: ParamSpec, name: str):
     from rcl_interfaces.msg import (
         FloatingPointRange,
         IntegerRange,
@@ -273,39 +314,83 @@ def declare_parameters(node) -> dict[str, Any]:
         ParameterType,
     )
 
+    desc = ParameterDescriptor(name=name, description=spec.description,
+                               read_only=not spec.runtime)
+    d = spec.default
+    if isinstance(d, bool):
+        desc.type = ParameterType.PARAMETER_BOOL
+    elif isinstance(d, int):
+        desc.type = ParameterType.PARAMETER_INTEGER
+        if spec.min is not None and spec.max is not None:
+            desc.integer_range = [IntegerRange(from_value=int(spec.min),
+                                               to_value=int(spec.max), step=0)]
+    elif isinstance(d, float):
+        # users write `-p x:=1` for a double: accept integers too (validate() checks)
+        desc.dynamic_typing = True
+        if spec.min is not None:
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    elif isinstance(d, str):
+        desc.type = ParameterType.PARAMETER_STRING
+        if spec.choices:
+            desc.additional_constraints = 'one of: ' + ', '.join(
+                repr(c) for c in spec.choices)
+    elif isinstance(d, list):
+        desc.type = ParameterType.PARAMETER_STRING_ARRAY if isinstance(d[0], str) else \
+            ParameterType.PARAMETER_DOUBLE_ARRAY
+    return desc
+
+
+def _python_value(spec: ParamSpec, value: Any) -> Any:
+    if isinstance(spec.default, float) and isinstance(value, int) and \
+            not isinstance(value, bool):
+        return float(value)
+    if isinstance(spec.default, list) and value is not None:
+        return list(value)
+    return value
+
+
+def declare_parameters(node) -> dict[str, Any]:
+    """
+    Declare every parameter on an rclpy node with descriptors; return the current values.
+
+    Parameters already declared (a lifecycle node configured again after cleanup) keep their
+    declaration and their current value.
+    """
     values = {}
     for spec in SPECS:
-        desc = ParameterDescriptor(name=spec.name, description=spec.description,
-                                   read_only=not spec.runtime)
-        d = spec.default
-        if isinstance(d, bool):
-            desc.type = ParameterType.PARAMETER_BOOL
-        elif isinstance(d, int):
-            desc.type = ParameterType.PARAMETER_INTEGER
-            if spec.min is not None and spec.max is not None:
-                desc.integer_range = [IntegerRange(from_value=int(spec.min),
-                                                   to_value=int(spec.max), step=0)]
-        elif isinstance(d, float):
-            # users write `-p x:=1` for a double: accept integers too (validate() checks)
-            desc.dynamic_typing = True
-            if spec.min is not None:
-                desc.floating_point_range = [FloatingPointRange(
-                    from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
-        elif isinstance(d, str):
-            desc.type = ParameterType.PARAMETER_STRING
-            if spec.choices:
-                desc.additional_constraints = 'one of: ' + ', '.join(
-                    repr(c) for c in spec.choices)
-        elif isinstance(d, list):
-            desc.type = ParameterType.PARAMETER_DOUBLE_ARRAY
         if node.has_parameter(spec.name):
             value = node.get_parameter(spec.name).value
         else:
-            value = node.declare_parameter(spec.name, d, desc).value
-        if isinstance(d, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        values[spec.name] = value
+            value = node.declare_parameter(spec.name, spec.default,
+                                           _descriptor(spec, spec.name)).value
+        values[spec.name] = _python_value(spec, value)
     return values
+
+
+def declare_camera_parameters(node, cameras: list[str]) -> dict[str, dict[str, Any]]:
+    """
+    Declare cameras_params.<camera>.<name> for every camera and per-camera name, without a value.
+
+    Return each camera's own values (those given at startup). A parameter without a value
+    follows the global one (its runtime changes too); one given a value keeps it. Typed like
+    the global parameter, so a wrong type is refused by rcl with the usual message.
+    """
+    own: dict[str, dict[str, Any]] = {c: {} for c in cameras}
+    if cameras == ['']:
+        return own
+    for camera in cameras:
+        for name in PER_CAMERA:
+            spec, param = SPEC_BY_NAME[name], camera_parameter(camera, name)
+            desc = _descriptor(spec, param)
+            desc.dynamic_typing = True   # no value until given one
+            if node.has_parameter(param):
+                value = node.get_parameter(param).value
+            else:
+                value = node.declare_parameter(param, None, desc).value
+            if value is not None:
+                own[camera][name] = _python_value(spec, value)
+    return own
 
 
 def _node_sections(tree: Any, path: str, keys: tuple[str, ...] = ()):

@@ -8,12 +8,16 @@ one predict_batch call) and `finish` (metric alignment with whatever sparse dept
 the frame; with temporal.stabilize also the inter-frame stabiliser and the metric carry of
 core.temporal; every per-pixel output written once into its message, REP 117 semantics for
 depth: NaN invalid, +Inf beyond range; metres only while a metric scale is valid). `process`
-runs the three in a row; the node runs infer and finish on two threads so they overlap.
+runs the three in a row; the node runs infer and finish on two threads so they overlap. With
+several cameras each has its own FrameProcessor (filters, parameters) and all share one
+BatchInference, the engine: frames of several cameras go into one model call.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+import threading
 import time
 from typing import Any
 
@@ -83,6 +87,64 @@ class FrameJob:
     result: FrameResult = field(default_factory=FrameResult)
 
 
+class BatchInference:
+    """
+    The engine, shared by the cameras: one predict_batch per image size and passes.
+
+    Counts the calls by batch size and their time for the engine's diagnostics.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        # CUDA engines hand their predictions over on the device (core.device_render).
+        self.device_outputs = str(engine.device).startswith('cuda')
+        self._device_renderer = None
+        self._lock = threading.Lock()
+        self._calls: Counter[int] = Counter()
+        self._seconds: Counter[int] = Counter()
+
+    def infer(self, jobs: list[FrameJob]) -> None:
+        """
+        Run the engine for prepared frames (of any cameras): same size and passes, one call.
+
+        A frame that wants neither depth nor normals is left without a prediction (finish then
+        builds nothing).
+        """
+        groups: dict[tuple, list[FrameJob]] = {}
+        for job in jobs:
+            if job.depth or job.normal:
+                groups.setdefault((job.rgb.shape, job.depth, job.normal), []).append(job)
+        for (_, depth, normal), group in groups.items():
+            t0 = time.perf_counter()
+            # asked only of CUDA engines: engines written before device_outputs still work
+            on_device = {'device_outputs': True} if self.device_outputs else {}
+            preds = self.engine.predict_batch([job.rgb for job in group], depth=depth,
+                                              normal=normal, **on_device)
+            ready = self.renderer().ready_event() if self.device_outputs else None
+            elapsed = time.perf_counter() - t0
+            with self._lock:
+                self._calls[len(group)] += 1
+                self._seconds[len(group)] += elapsed
+            for job, pred in zip(group, preds, strict=True):
+                job.prediction, job.ready = pred, ready
+                job.result.timings['inference'] = elapsed
+                for k, v in (pred.timings or {}).items():
+                    job.result.timings['model.' + k] = float(v)
+
+    def batch_stats(self) -> dict[int, tuple[int, float]]:
+        """Per batch size: (calls, mean seconds per call) since the start."""
+        with self._lock:
+            return {n: (calls, self._seconds[n] / calls)
+                    for n, calls in sorted(self._calls.items())}
+
+    def renderer(self):
+        """Return the device renderer of CUDA predictions (core.device_render), made once."""
+        if self._device_renderer is None:
+            from lotus_ros.core.device_render import DeviceRenderer
+            self._device_renderer = DeviceRenderer(self.engine.device)
+        return self._device_renderer
+
+
 class FrameProcessor:
     """
     Holds the engine, the per-frame filters (alignment, stabiliser, carry) and the parameters.
@@ -95,8 +157,11 @@ class FrameProcessor:
     changing under the other.
     """
 
-    def __init__(self, engine, params: dict[str, Any] | None = None):
+    def __init__(self, engine, params: dict[str, Any] | None = None,
+                 inference: BatchInference | None = None):
         self.engine = engine
+        # the cameras of one node share theirs; a processor on its own makes one
+        self.inference = inference if inference is not None else BatchInference(engine)
         self.params = defaults()
         if params:
             self.params.update(params)
@@ -108,9 +173,6 @@ class FrameProcessor:
         self._temporal_key: tuple | None = None
         # lotus_ros.msg.DepthAlignment, or None from a source tree without a colcon build.
         self.alignment_type = alignment_type()
-        # CUDA engines hand their predictions over on the device (core.device_render).
-        self.device_outputs = str(engine.device).startswith('cuda')
-        self._device_renderer = None
         # non-zero distortion is reported once, not every frame (the node logs problems)
         self._warned_distortion = False
 
@@ -303,42 +365,15 @@ class FrameProcessor:
         return job
 
     def infer(self, jobs: list[FrameJob]) -> None:
-        """
-        Run the engine for prepared frames: one predict_batch per image size and passes.
-
-        Frames of several cameras with the same size share a call; a frame that wants neither
-        depth nor normals is left without a prediction (finish then builds nothing).
-        """
-        groups: dict[tuple, list[FrameJob]] = {}
-        for job in jobs:
-            if job.depth or job.normal:
-                groups.setdefault((job.rgb.shape, job.depth, job.normal), []).append(job)
-        for (_, depth, normal), group in groups.items():
-            t0 = time.perf_counter()
-            # asked only of CUDA engines: engines written before device_outputs still work
-            on_device = {'device_outputs': True} if self.device_outputs else {}
-            preds = self.engine.predict_batch([job.rgb for job in group], depth=depth,
-                                              normal=normal, **on_device)
-            ready = self._renderer().ready_event() if self.device_outputs else None
-            elapsed = time.perf_counter() - t0
-            for job, pred in zip(group, preds, strict=True):
-                job.prediction, job.ready = pred, ready
-                job.result.timings['inference'] = elapsed
-                for k, v in (pred.timings or {}).items():
-                    job.result.timings['model.' + k] = float(v)
-
-    def _renderer(self):
-        if self._device_renderer is None:
-            from lotus_ros.core.device_render import DeviceRenderer
-            self._device_renderer = DeviceRenderer(self.engine.device)
-        return self._device_renderer
+        """Run the engine for prepared frames (BatchInference.infer)."""
+        self.inference.infer(jobs)
 
     def _frame(self, job: FrameJob, w: int, h: int):
         """Return the frame's renderer: numpy for host predictions, torch for device ones."""
         pred = job.prediction
         if isinstance(pred.depth, np.ndarray) or isinstance(pred.normal, np.ndarray):
             return HostFrame(pred, w, h)
-        return self._renderer().frame(pred, w, h, ready=job.ready)
+        return self.inference.renderer().frame(pred, w, h, ready=job.ready)
 
     def finish(self, job: FrameJob) -> FrameResult:
         """Align and build every wanted output message of an inferred frame."""
