@@ -118,8 +118,8 @@ def input_remappings(cameras: list[str], topics: dict[str, str]) -> list[tuple[s
 def _camera_remappings(prefix: str, topics: dict[str, str]) -> list[tuple[str, str]]:
     image = topics['image']
     return [(prefix + 'image', image),
-            (prefix + 'image/compressed', image.rstrip('/') + '/compressed')] + [
-        (prefix + name, topics[name]) for name in ('camera_info', 'sparse_depth', 'sparse_points')]
+            (prefix + 'image/compressed', image.rstrip('/') + '/compressed'),
+            *((prefix + name, topics[name]) for name in INPUTS if name != 'image')]
 
 
 def _is_true(value: str) -> bool:
