@@ -7,12 +7,19 @@ node's relative names (image, image/compressed, camera_info, sparse_depth, spars
 appear under the namespace (default /lotus: /lotus/depth/image, /lotus/points, ...). rviz:=true
 also opens RViz2 with the package's config/lotus.rviz, when rviz2 is installed.
 
+cameras:="[front, left]" runs one node (one model) for several cameras: each camera c reads
+c/image, c/camera_info, c/sparse_depth, c/sparse_points and publishes under the namespace
+(/lotus/front/depth/image, ...). The image, camera_info, sparse_depth and sparse_points arguments
+may contain {camera}; left at their defaults they become /{camera}/image_raw,
+/{camera}/camera_info, /{camera}/sparse_depth and the shared /lidar/points.
+
 lifecycle:=true starts lotus_lifecycle_node instead, unconfigured, for a lifecycle manager (Nav2's
 lifecycle_manager: README, Lifecycle); autostart:=true makes this launch file the manager
 instead: it requests configure and, once the node is inactive, activate.
 """
 
 import os
+import re
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
@@ -29,6 +36,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
+import yaml
 
 ARGUMENTS = (
     ('namespace', 'lotus', 'Namespace of the node and its outputs'),
@@ -38,6 +46,8 @@ ARGUMENTS = (
     ('camera_info', '/camera/camera_info', 'CameraInfo topic of the image'),
     ('sparse_depth', '/lidar/depth', 'Sparse metric depth image (16UC1 mm or 32FC1 m)'),
     ('sparse_points', '/lidar/points', 'Sparse metric PointCloud2'),
+    ('cameras', '', "Camera names, e.g. '[front, left]' or 'front,left': one node, one model "
+     "for all; '' = one camera with today's topic names"),
     ('depth_model', '', "Override depth_model ('' keeps params_file; 'none' disables)"),
     ('normal_model', '', "Override normal_model ('' keeps params_file; 'none' disables)"),
     ('device', '', "Override device, e.g. 'cpu', 'cuda' ('' keeps params_file)"),
@@ -52,6 +62,64 @@ ARGUMENTS = (
     ('autostart', 'false', 'With lifecycle: configure and activate it from this launch file '
      '(leave false when a lifecycle manager drives the node)'),
 )
+
+DEFAULTS = {name: default for name, default, _ in ARGUMENTS}
+INPUTS = ('image', 'camera_info', 'sparse_depth', 'sparse_points')
+# With cameras, inputs left at their single-camera default: one topic per camera, one LiDAR.
+PER_CAMERA_DEFAULTS = {'image': '/{camera}/image_raw', 'camera_info': '/{camera}/camera_info',
+                       'sparse_depth': '/{camera}/sparse_depth', 'sparse_points': '/lidar/points'}
+CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
+
+
+def parse_cameras(text: str) -> list[str]:
+    """Return the camera names of `[front, left]`, `front,left` or `''` (none: one camera)."""
+    text = text.strip()
+    try:
+        names = yaml.safe_load(text) if text.startswith('[') else text.split(',')
+    except yaml.YAMLError as error:
+        raise ValueError(f'cameras:={text!r} is not a list of names ({error})') from None
+    if not isinstance(names, list):
+        raise ValueError(f'cameras:={text!r} is not a list of names')
+    names = [name.strip() if isinstance(name, str) else name for name in names]
+    if names in ([], ['']):
+        return []
+    for name in names:
+        if not (isinstance(name, str) and CAMERA_NAME.fullmatch(name)):
+            raise ValueError(f'cameras:={text!r}: {name!r} is not a camera name (tokens '
+                             "[A-Za-z][A-Za-z0-9_]* joined by '/', e.g. front, stereo/left)")
+    if len(set(names)) < len(names):
+        raise ValueError(f'cameras:={text!r} names a camera twice')
+    return names
+
+
+def input_remappings(cameras: list[str], topics: dict[str, str]) -> list[tuple[str, str]]:
+    """
+    Remap the node's relative inputs to `topics` (the INPUTS arguments), once per camera.
+
+    With cameras, `{camera}` in a topic is the camera's name, and a topic left at its default
+    is its PER_CAMERA_DEFAULTS entry, so two cameras never read one image by accident.
+    """
+    if not cameras:
+        placeholders = [name for name in INPUTS if '{camera}' in topics[name]]
+        if placeholders:
+            raise ValueError(f'{{camera}} in {", ".join(placeholders)} needs the cameras '
+                             'argument')
+        return _camera_remappings('', topics)
+    remappings = []
+    for camera in cameras:
+        camera_topics = {
+            name: (PER_CAMERA_DEFAULTS[name] if topics[name] == DEFAULTS[name]
+                   else topics[name]).replace('{camera}', camera)
+            for name in INPUTS}
+        remappings += _camera_remappings(camera + '/', camera_topics)
+    return remappings
+
+
+def _camera_remappings(prefix: str, topics: dict[str, str]) -> list[tuple[str, str]]:
+    image = topics['image']
+    return [(prefix + 'image', image),
+            (prefix + 'image/compressed', image.rstrip('/') + '/compressed'),
+            *((prefix + name, topics[name]) for name in INPUTS if name != 'image')]
 
 
 def _is_true(value: str) -> bool:
@@ -87,7 +155,9 @@ def _node(context):
         overrides['backend'] = arg('backend')
     if arg('stabilize'):
         overrides['temporal.stabilize'] = arg('stabilize').strip().lower() in ('true', '1', 'yes')
-    image = arg('image')
+    cameras = parse_cameras(arg('cameras'))
+    if cameras:
+        overrides['cameras'] = cameras
     lifecycle = _is_true(arg('lifecycle'))
     node = (LifecycleNode if lifecycle else Node)(
         package='lotus_ros',
@@ -97,13 +167,7 @@ def _node(context):
         output='screen',
         emulate_tty=True,
         parameters=[params_file, overrides],
-        remappings=[
-            ('image', image),
-            ('image/compressed', image.rstrip('/') + '/compressed'),
-            ('camera_info', arg('camera_info')),
-            ('sparse_depth', arg('sparse_depth')),
-            ('sparse_points', arg('sparse_points')),
-        ],
+        remappings=input_remappings(cameras, {name: arg(name) for name in INPUTS}),
         ros_arguments=['--log-level', arg('log_level')],
     )
     if lifecycle and _is_true(arg('autostart')):
