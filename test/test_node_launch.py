@@ -22,9 +22,9 @@ from sensor_msgs.msg import Image
 from lotus_ros.benchmarks.model_double import DOUBLE_FACTORY
 
 LAUNCH_FILE = REPO / 'launch' / 'lotus.launch.py'
-REQUIRED = {'namespace', 'params_file', 'image', 'camera_info', 'sparse_depth', 'sparse_points',
-            'depth_model', 'normal_model', 'device', 'backend', 'stabilize', 'use_sim_time',
-            'log_level', 'rviz', 'lifecycle', 'autostart'}
+REQUIRED = {'namespace', 'cameras', 'params_file', 'image', 'camera_info', 'sparse_depth',
+            'sparse_points', 'depth_model', 'normal_model', 'device', 'backend', 'stabilize',
+            'use_sim_time', 'log_level', 'rviz', 'lifecycle', 'autostart'}
 
 
 def test_launch_file_declares_the_arguments():
