@@ -70,3 +70,17 @@ def test_no_frames_yet_is_a_warning():
                             device='cpu', dtype='float32', memory={}, alignment_enabled=False)
     assert arr.status[0].level == DiagnosticStatus.WARN
     assert arr.status[1].level == DiagnosticStatus.OK and 'off' in arr.status[1].message
+
+
+def test_engine_status_reports_batches_and_memory():
+    from lotus_ros.ros.diagnostics import engine_status
+
+    st = engine_status('lotus', 'cuda:0', 'float16', {'allocated_mb': 2048.0},
+                       {1: (4, 0.040), 3: (10, 0.060)})
+    kv = values(st)
+    assert st.name == 'lotus: engine' and st.hardware_id == 'cuda:0'
+    assert kv['batches'] == '14' and kv['images'] == '34'
+    assert kv['batch_size_1'] == '4' and kv['batch_size_3'] == '10'
+    assert kv['inference_ms_batch_3'] == '60' and kv['gpu_allocated_mb'] == '2048'
+    assert '2.43 images per call' in st.message
+    assert engine_status('lotus', 'cpu', 'float32', {}, {}).message == 'no model call yet'

@@ -253,3 +253,63 @@ def test_parameters_equal_a_real_node_given_the_same_files(tmp_path, namespace):
     ours = load_parameter_files(paths, 'lotus', namespace)
     assert ours == real
     assert ours   # every namespace gets at least the wildcard keys
+
+
+@pytest.mark.parametrize('cameras, words', [
+    ([], 'at least one'), (['front', 'front'], 'duplicate'), (['', 'left'], 'not relative'),
+    (['1st'], 'not relative'), (['front/'], 'not relative'), (['a b'], 'not relative')])
+def test_camera_names_are_checked(cameras, words):
+    assert words in validate('cameras', cameras)
+
+
+def test_camera_names_accepted():
+    for cameras in ([''], ['front'], ['front', 'left', 'rear_2'], ['stereo/left', 'stereo/right']):
+        assert validate('cameras', cameras) is None, cameras
+
+
+def test_per_camera_parameters_name_their_camera():
+    from lotus_ros.ros.parameters import PER_CAMERA, camera_parameter, split_camera_parameter
+
+    cameras = ['front', 'stereo/left']
+    assert camera_parameter('stereo/left', 'alignment.source') == \
+        'cameras_params.stereo.left.alignment.source'
+    for camera in cameras:
+        for name in PER_CAMERA:
+            assert split_camera_parameter(camera_parameter(camera, name), cameras) == \
+                (camera, name)
+    # shared parameters (model, scheduling) have no per-camera form
+    for name in ('depth_model', 'device', 'drop_frames', 'batch.max_size', 'cameras'):
+        assert name not in PER_CAMERA
+        assert split_camera_parameter(camera_parameter('front', name), cameras) is None
+    assert split_camera_parameter('alignment.source', cameras) is None
+    assert split_camera_parameter('cameras_params.rear.lazy', cameras) is None
+
+
+def test_camera_parameters_declared_without_value_until_given():
+    rclpy = pytest.importorskip('rclpy')
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from lotus_ros.ros.parameters import PER_CAMERA, declare_camera_parameters
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=['--ros-args',
+                                  '-p', 'cameras_params.left.alignment.source:=none',
+                                  '-p', 'cameras_params.front.points.stride:=3'])
+    try:
+        node = Node('camera_param_test', context=ctx)
+        assert declare_camera_parameters(node, ['']) == {'': {}}
+        own = declare_camera_parameters(node, ['front', 'left'])
+        assert own == {'front': {'points.stride': 3}, 'left': {'alignment.source': 'none'}}
+        assert len(node.get_parameters_by_prefix('cameras_params')) == 2 * len(PER_CAMERA)
+        assert node.get_parameter('cameras_params.front.lazy').value is None
+        assert node.describe_parameter('cameras_params.left.alignment.source').read_only
+        res = node.set_parameters([Parameter('cameras_params.front.lazy', value=False)])[0]
+        assert res.successful and node.get_parameter('cameras_params.front.lazy').value is False
+        # declared again (a lifecycle node configured after cleanup): the values stay
+        assert declare_camera_parameters(node, ['front', 'left'])['front'] == \
+            {'points.stride': 3, 'lazy': False}
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
