@@ -177,3 +177,24 @@ def test_process_bag_parameters(tmp_path, capsys):
         load_params([], ['no.such:=1'])
     assert main([str(tmp_path / 'in'), str(tmp_path / 'out'), '-p', 'points.stride:=0']) == 2
     assert 'points.stride' in capsys.readouterr().err
+
+
+def test_process_bag_takes_one_camera_of_a_multi_camera_file(tmp_path):
+    from lotus_ros.bags.process_bag import load_params
+
+    path = tmp_path / 'cams.yaml'
+    path.write_text('/lotus/lotus:\n  ros__parameters:\n    cameras: [front, left]\n'
+                    '    points:\n      stride: 2\n'
+                    '    cameras_params:\n      left:\n        points:\n          stride: 4\n'
+                    '        alignment:\n          z_max: 20\n')
+    assert load_params([str(path)])['points.stride'] == 2          # the global values
+    assert load_params([str(path)], camera='front')['points.stride'] == 2
+    left = load_params([str(path)], camera='left')
+    assert left['points.stride'] == 4 and left['alignment.z_max'] == 20.0
+    assert not any(name.startswith('cameras_params.') for name in left)
+    with pytest.raises(ValueError, match='rear'):
+        load_params([str(path)], camera='rear')
+    with pytest.raises(ValueError, match='unknown parameter'):
+        load_params([str(path)], ['cameras_params.rear.points.stride:=3'])
+    with pytest.raises(ValueError, match='points.stride'):
+        load_params([str(path)], ['cameras_params.left.points.stride:=0'], camera='left')

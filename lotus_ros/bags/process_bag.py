@@ -7,7 +7,9 @@ Every image is processed, in order, by the same FrameProcessor and engine loader
 (so for the same bag and parameters the outputs equal the node's with drop_frames false and lazy
 false). camera_info and sparse depth are matched to each image with the node's stamp rules; the
 outputs carry the input image's header and are logged at its stamp. Topic names are the node's
-output names under --namespace (default: none, like `ros2 run lotus_ros lotus_node`).
+output names under --namespace (default: none, like `ros2 run lotus_ros lotus_node`). A bag is
+one camera: with a multi-camera parameter file, --camera NAME applies that camera's own values
+(cameras_params.NAME.*) over the global ones.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import yaml
 from lotus_ros import installed
 from lotus_ros.bags import bag_io
 from lotus_ros.ros.parameters import (
+    CAMERA_PARAMS_PREFIX,
     SPEC_BY_NAME,
     defaults,
     load_parameter_files,
+    split_camera_parameter,
     validate,
     validate_set,
 )
@@ -34,13 +38,15 @@ ALIGNMENT_TYPE = 'lotus_ros/msg/DepthAlignment'
 
 
 def load_params(files: list[str] | None = None, overrides: list[str] | None = None,
-                node_name: str = 'lotus', namespace: str = '/lotus') -> dict[str, Any]:
+                node_name: str = 'lotus', namespace: str = '/lotus',
+                camera: str = '') -> dict[str, Any]:
     """
     Return the node's parameters: defaults, then ROS 2 YAML files, then name:=value overrides.
 
     The files apply as `--params-file` applies them to the node namespace/node_name (default
-    the launch file's /lotus/lotus; see parameters.load_parameter_files). Unknown names and
-    invalid values raise ValueError with the reason.
+    the launch file's /lotus/lotus; see parameters.load_parameter_files); then the camera's own
+    values (cameras_params.<camera>.*; '' = the global values only). Unknown names and invalid
+    values raise ValueError with the reason.
     """
     params = defaults()
     params.update(load_parameter_files(files or [], node_name, namespace))
@@ -49,6 +55,17 @@ def load_params(files: list[str] | None = None, overrides: list[str] | None = No
         if not sep:
             raise ValueError(f'parameter override must look like name:=value, got {item!r}')
         params[name] = yaml.safe_load(text)
+    if camera and camera not in params['cameras']:
+        raise ValueError(f"camera {camera!r} is not one of cameras {params['cameras']}")
+    own = {}
+    for name in [n for n in params if n.startswith(CAMERA_PARAMS_PREFIX)]:
+        split = split_camera_parameter(name, params['cameras'])
+        if split is None:
+            raise ValueError(f'unknown parameter {name!r} (cameras: {params["cameras"]})')
+        value = params.pop(name)
+        if split[0] == camera:
+            own[split[1]] = value
+    params.update(own)
     for name, value in params.items():
         if name not in SPEC_BY_NAME:
             if name in ('use_sim_time',) or name.startswith('qos_overrides.'):
@@ -189,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--camera-info', default=bag_io.TOPIC_CAMERA_INFO)
     parser.add_argument('--sparse', default=bag_io.TOPIC_SPARSE_DEPTH,
                         help='sparse depth (or points) topic in the bag')
+    parser.add_argument('--camera', default='',
+                        help='camera of a multi-camera parameter file whose own values apply')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params, args.param)
+        params = load_params(args.params, args.param, camera=args.camera)
     except (OSError, ValueError) as exc:
         print(f'process_bag: bad parameters: {exc}', file=sys.stderr)
         return 2
