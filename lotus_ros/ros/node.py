@@ -188,8 +188,10 @@ class LotusNode(Node):
                              reliability=ReliabilityPolicy.RELIABLE)
 
         def subscribe(msg_type, name: str, callback):
-            return self.create_subscription(msg_type, cam.topic(name), partial(callback, cam),
-                                            sub_qos, qos_overriding_options=qos_override)
+            # by name: a subscription rclpy still holds after cleanup keeps no engine alive
+            return self.create_subscription(msg_type, cam.topic(name),
+                                            partial(callback, cam.name), sub_qos,
+                                            qos_overriding_options=qos_override)
 
         if p['image_transport'] == 'compressed':
             cam.subscriptions.append(subscribe(CompressedImage, 'image/compressed',
@@ -309,8 +311,9 @@ class LotusNode(Node):
         self._warn(cam, reason, text)
 
     # -- callbacks: store only -------------------------------------------------------------
-    def _on_image(self, cam: Camera, msg) -> None:
-        if not self._running:  # inactive: the frame is nobody's
+    def _on_image(self, camera: str, msg) -> None:
+        cam = self.cameras.get(camera)
+        if not self._running or cam is None:  # inactive: the frame is nobody's
             return
         cam.stats.on_input()
         if not self._wanted(cam):  # lazy, nobody listens: the frame never waits for the model
@@ -322,15 +325,19 @@ class LotusNode(Node):
                        f'frame was discarded ({queue.overflowed} so far); slow the input or '
                        'raise queue_size')
 
-    def _on_info(self, cam: Camera, msg: CameraInfo) -> None:
-        cam.assembler.add_camera_info(msg)
-        if self.scheduler is not None:
-            self.scheduler.wake()
+    def _on_info(self, camera: str, msg: CameraInfo) -> None:
+        self._on_side_input(camera, msg, FrameAssembler.add_camera_info)
 
-    def _on_sparse(self, cam: Camera, msg) -> None:
-        cam.assembler.add_sparse(msg)
+    def _on_sparse(self, camera: str, msg) -> None:
+        self._on_side_input(camera, msg, FrameAssembler.add_sparse)
+
+    def _on_side_input(self, camera: str, msg, add) -> None:
+        cam = self.cameras.get(camera)
+        if cam is None:
+            return
+        add(cam.assembler, msg)
         if self.scheduler is not None:
-            self.scheduler.wake()
+            self.scheduler.wake()   # a frame may have waited for it
 
     def _lotus_changes(self, params) -> dict[str, Any]:
         return {prm.name: prm.value for prm in params if prm.name in SPEC_BY_NAME
