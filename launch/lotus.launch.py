@@ -19,7 +19,6 @@ instead: it requests configure and, once the node is inactive, activate.
 """
 
 import os
-import re
 
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
@@ -37,6 +36,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 import yaml
+
+from lotus_ros.ros.parameters import validate
 
 ARGUMENTS = (
     ('namespace', 'lotus', 'Namespace of the node and its outputs'),
@@ -68,7 +69,6 @@ INPUTS = ('image', 'camera_info', 'sparse_depth', 'sparse_points')
 # With cameras, inputs left at their single-camera default: one topic per camera, one LiDAR.
 PER_CAMERA_DEFAULTS = {'image': '/{camera}/image_raw', 'camera_info': '/{camera}/camera_info',
                        'sparse_depth': '/{camera}/sparse_depth', 'sparse_points': '/lidar/points'}
-CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
 
 
 def parse_cameras(text: str) -> list[str]:
@@ -83,12 +83,9 @@ def parse_cameras(text: str) -> list[str]:
     names = [name.strip() if isinstance(name, str) else name for name in names]
     if names in ([], ['']):
         return []
-    for name in names:
-        if not (isinstance(name, str) and CAMERA_NAME.fullmatch(name)):
-            raise ValueError(f'cameras:={text!r}: {name!r} is not a camera name (tokens '
-                             "[A-Za-z][A-Za-z0-9_]* joined by '/', e.g. front, stereo/left)")
-    if len(set(names)) < len(names):
-        raise ValueError(f'cameras:={text!r} names a camera twice')
+    reason = validate('cameras', names)   # the node's own rule
+    if reason:
+        raise ValueError(f'cameras:={text!r}: {reason}')
     return names
 
 

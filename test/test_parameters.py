@@ -256,8 +256,9 @@ def test_parameters_equal_a_real_node_given_the_same_files(tmp_path, namespace):
 
 
 @pytest.mark.parametrize('cameras, words', [
-    ([], 'at least one'), (['front', 'front'], 'duplicate'), (['', 'left'], 'not relative'),
-    (['1st'], 'not relative'), (['front/'], 'not relative'), (['a b'], 'not relative')])
+    ([], 'at least one'), (['front', 'front'], 'twice: front'), (['', 'left'], "'' is not"),
+    (['1st'], "'1st' is not a camera name"), (['front/'], 'not a camera name'),
+    (['a b'], 'not a camera name'), (['front', 2], 'list of strings')])
 def test_camera_names_are_checked(cameras, words):
     assert words in validate('cameras', cameras)
 

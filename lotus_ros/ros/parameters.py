@@ -229,12 +229,16 @@ def split_camera_parameter(param: str, cameras: Iterable[str]) -> tuple[str, str
 def _cameras_reason(cameras: list[str]) -> str | None:
     if not cameras:
         return "cameras must name at least one camera ([''] = one camera without a prefix)"
-    if len(set(cameras)) != len(cameras):
-        return f'cameras has duplicate names: {cameras}'
-    if cameras != [''] and not all(_CAMERA_NAME.fullmatch(c) for c in cameras):
-        bad = [c for c in cameras if not _CAMERA_NAME.fullmatch(c)]
-        return (f"cameras: {bad} are not relative topic names (letters, digits, '_', tokens "
-                "joined by '/', starting with a letter; '' only as the single camera)")
+    if cameras == ['']:
+        return None
+    for name in cameras:
+        if not _CAMERA_NAME.fullmatch(name):
+            return (f"{name!r} is not a camera name (a relative topic name: tokens "
+                    "[A-Za-z][A-Za-z0-9_]* joined by '/', e.g. front, stereo/left; '' only as "
+                    'the single camera)')
+    twice = sorted({c for c in cameras if cameras.count(c) > 1})
+    if twice:
+        return f"cameras names a camera twice: {', '.join(twice)}"
     return None
 
 
@@ -269,6 +273,9 @@ def validate(name: str, value: Any, *, running: bool = False) -> str | None:
     if running and not spec.runtime:
         return f'{name} cannot change while running; restart the node'
     if not _type_ok(spec, value):
+        if isinstance(spec.default, list):
+            kind = 'strings' if isinstance(spec.default[0], str) else 'numbers'
+            return f'{name} expects a list of {kind}, got {value!r}'
         return f'{name} expects {type(spec.default).__name__}, got {type(value).__name__}'
     if spec.choices is not None and value not in spec.choices:
         return f"{name} must be one of {', '.join(repr(c) for c in spec.choices)}"
