@@ -106,10 +106,10 @@ def status_values(arr, name: str) -> dict[str, str] | None:
     return None
 
 
-def latest_status(timed_arrays: list, name: str, before: float = float('inf')) -> dict:
-    """Values of the newest status `name` among (receive time, DiagnosticArray) before `before`."""
-    for received, arr in reversed(timed_arrays):
-        values = status_values(arr, name) if received <= before else None
+def latest_status(timed_arrays: list, name: str) -> dict:
+    """Values of the newest status `name` among (receive time, DiagnosticArray) records."""
+    for _, arr in reversed(timed_arrays):
+        values = status_values(arr, name)
         if values is not None:
             return values
     return {}
@@ -130,9 +130,21 @@ def batch_calls(start: dict, end: dict) -> dict[int, tuple[int, float]]:
     return dict(sorted(calls.items()))
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine used since boot (NaN without /proc/stat)."""
+    try:
+        with open('/proc/stat') as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return float('nan')
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
+
+
 def run(width: int, height: int, rate: float, duration: float, warmup: float,
         domain: int, model_delay: float = 0.0, *, cameras: int = 1,
-        delay_per_image: float = 0.0, batch_max_size: int | None = None) -> dict:
+        delay_per_image: float = 0.0, batch_max_size: int | None = None,
+        batch_max_wait_ms: float | None = None) -> dict:
     """Feed the node `cameras` streams at `rate` each; measure what every output delivers."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image
@@ -147,7 +159,10 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
     from lotus_ros.ros.parameters import defaults
 
     names = camera_names(cameras)
-    max_batch = batch_max_size or defaults()['batch.max_size']
+    node_defaults = defaults()
+    max_batch = batch_max_size or node_defaults['batch.max_size']
+    max_wait_ms = node_defaults['batch.max_wait_ms'] if batch_max_wait_ms is None else \
+        batch_max_wait_ms
     env = ros_environment(domain)
     env.update(LOTUS_DOUBLE_NOISE='0', LOTUS_DOUBLE_DELAY=repr(model_delay),
                LOTUS_DOUBLE_DELAY_PER_IMAGE=repr(delay_per_image))
@@ -157,6 +172,8 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
         params['cameras'] = names
     if batch_max_size is not None:
         params['batch.max_size'] = batch_max_size
+    if batch_max_wait_ms is not None:
+        params['batch.max_wait_ms'] = float(batch_max_wait_ms)
     log = tempfile.NamedTemporaryFile(prefix='lotus_node_benchmark_', suffix='.log',
                                       delete=False)
     proc = NodeProcess(Path(log.name), env, params=params)
@@ -191,6 +208,8 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
         while time.monotonic() - t_start < warmup + duration:
             if cpu_start is None and time.monotonic() >= t_measure:
                 cpu_start = proc.cpu_seconds()
+                # this process (publishers, subscribers) and the machine (other helpers too)
+                own_start, machine_start = time.process_time(), machine_cpu_seconds()
             camera = n % cameras
             pub_info, pub_sparse, pub_img = pubs[camera]
             hdr = header_at(time.time(), f'{names[camera] or "camera"}_optical')
@@ -201,6 +220,8 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
             time.sleep(max(0.0, t_start + n / (cameras * rate) - time.monotonic()))
         t_end = time.monotonic()
         cpu_used = proc.cpu_seconds() - cpu_start
+        own_used = time.process_time() - own_start
+        machine_used = machine_cpu_seconds() - machine_start
         time.sleep(1.2)
     finally:
         client.close()
@@ -217,15 +238,23 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
         per_camera[c] = {'rates': {topic: s[0] for topic, s in stats.items()},
                          'latency': {topic: s[1] for topic, s in stats.items()},
                          'diag': latest_status(diag, f'{label}: pipeline')}
-    engine = f'{NODE_NAME}: engine'
+    # model calls between the last engine status before the window (else the first) and the last
+    engine = [(received, values) for received, arr in diag
+              if (values := status_values(arr, f'{NODE_NAME}: engine')) is not None] or \
+        [(float('nan'), {})]
+    before = [e for e in engine if e[0] <= wall_start]
+    engine_start, engine_end = (before[-1] if before else engine[0]), engine[-1]
     frames = sum(cam['rates']['depth/relative'] for cam in per_camera.values()) * \
         (wall_end - wall_start)
     return {'cameras': per_camera, 'sent_rate': rate, 'width': width, 'height': height,
             'model_delay': model_delay, 'delay_per_image': delay_per_image,
-            'batch_max_size': max_batch,
-            'batches': batch_calls(latest_status(diag, engine, before=wall_start),
-                                   latest_status(diag, engine)),
-            'cpu_ms_per_frame': 1e3 * cpu_used / frames if frames else float('nan')}
+            'batch_max_size': max_batch, 'batch_max_wait_ms': max_wait_ms,
+            'batches': batch_calls(engine_start[1], engine_end[1]),
+            'batches_s': engine_end[0] - engine_start[0],
+            'cpu_ms_per_frame': 1e3 * cpu_used / frames if frames else float('nan'),
+            'node_cores': cpu_used / (t_end - t_measure),
+            'benchmark_cores': own_used / (t_end - t_measure),
+            'machine_cores': machine_used / (t_end - t_measure)}
 
 
 def slowest_rate(rates: dict[str, float]) -> float:
@@ -309,10 +338,11 @@ def multi_table(res: dict) -> str:
     ideal = ideal_rate(res)
     lines = [f"lotus_node, {count} cameras, {model_label(res)}, {res['width']}x"
              f"{res['height']}, every output on, input {rate:.0f} Hz per camera (phases "
-             f"{1e3 / (count * rate):.0f} ms apart), batch.max_size {res['batch_max_size']}",
+             f"{1e3 / (count * rate):.0f} ms apart), batch.max_size {res['batch_max_size']}, "
+             f"batch.max_wait_ms {res['batch_max_wait_ms']:g}",
              '', '| camera | slowest output Hz | ideal Hz | efficiency | latency p50 ms | '
-             'p95 ms | node stamp-to-publish p95 ms | dropped | processed |',
-             '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+             'p95 ms | node stamp-to-publish p50 ms | p95 ms | dropped | processed |',
+             '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
     total = 0.0
     for name, cam in cams.items():
         slowest = slowest_rate(cam['rates'])
@@ -325,10 +355,11 @@ def multi_table(res: dict) -> str:
         d = cam['diag']
         lines.append(f"| {name} | {slowest:.1f} | {ideal / count:.1f} | "
                      f"{slowest / (ideal / count):.2f} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} | "
+                     f"{ms(d.get('latency_p50_s', 'nan')):.1f} | "
                      f"{ms(d.get('latency_p95_s', 'nan')):.1f} | "
                      f"{d.get('frames_dropped', '?')} | {d.get('frames_processed', '?')} |")
     lines.append(f'| **total** | **{total:.1f}** | {ideal:.1f} | **{total / ideal:.2f}** | '
-                 f'| | | | |')
+                 f'| | | | | |')
     lines += ['', 'latency: receive time in this process - header stamp, of the worst output; '
               f'ideal total = min(cameras x rate, b / (D + d b)), b = min(cameras, '
               f'batch.max_size) = {min(count, res["batch_max_size"])}', '',
@@ -343,7 +374,9 @@ def multi_table(res: dict) -> str:
     images = sum(size * n for size, (n, _) in batches.items())
     lines.append(f'| **all** | {calls} | {images} | | |')
     if calls:
-        lines.append(f'\n{images / calls:.2f} images per model call')
+        busy = sum(n * mean_ms for n, mean_ms in batches.values()) / ms(res['batches_s'])
+        lines.append(f'\n{images / calls:.2f} images per model call; the model is busy '
+                     f'{100 * busy:.0f}% of the time')
     lines += [''] + stage_table({**{f'{name}, ms/frame': node_stages(cam['diag'])
                                     for name, cam in cams.items()},
                                  'FrameProcessor alone, ms/frame': res.get('alone', {})})
@@ -355,8 +388,10 @@ def multi_table(res: dict) -> str:
         lines.append(f'| {topic} | ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines.append(f"node process CPU time per published frame (all threads: worker, executor, "
-                 f"DDS): {res['cpu_ms_per_frame']:.1f} ms, "
-                 f"{res['cpu_ms_per_frame'] * total / 1e3:.2f} cores")
+                 f"DDS): {res['cpu_ms_per_frame']:.1f} ms")
+    lines.append(f"CPU cores busy in the window: node {res['node_cores']:.2f}, this process "
+                 f"(publishers, subscribers) {res['benchmark_cores']:.2f}, the whole machine "
+                 f"{res['machine_cores']:.2f} of {os.cpu_count()}")
     return '\n'.join(lines)
 
 
@@ -375,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                     help='and this much more per image of the call (a batch costs D + d b)')
     ap.add_argument('--batch-max-size', type=int, default=None,
                     help="the node's batch.max_size (default: the node's default)")
+    ap.add_argument('--batch-max-wait-ms', type=float, default=None,
+                    help="the node's batch.max_wait_ms (default: the node's default)")
     ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
                     or 90 + os.getpid() % 40)
     args = ap.parse_args(argv)
@@ -384,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                            delay_per_image=args.model_delay_per_image)
     res = run(args.width, args.height, args.rate, args.duration, args.warmup, args.domain_id,
               args.model_delay, cameras=args.cameras,
-              delay_per_image=args.model_delay_per_image, batch_max_size=args.batch_max_size)
+              delay_per_image=args.model_delay_per_image, batch_max_size=args.batch_max_size,
+              batch_max_wait_ms=args.batch_max_wait_ms)
     res['alone'] = alone
     print(table(res) if args.cameras == 1 else multi_table(res))
     return 0
