@@ -95,6 +95,23 @@ def test_lazy_mode_runs_no_inference_without_subscribers(tmp_path):
         node.stop()
 
 
+def test_lazy_turned_off_at_runtime_without_subscribers(tmp_path):
+    """Frames skipped lazily still let a pending lazy:=false through (nobody subscribes)."""
+    node, client, pub = start(tmp_path)
+    feeder = Feeder(pub)
+    try:
+        assert client.wait_for(lambda: int(diagnostics_values(client).get(
+            'frames_skipped_lazy', 0)) > 5, 10)
+        assert all(r.successful for r in set_params(client, lazy=False))
+        assert client.wait_for(
+            lambda: int(diagnostics_values(client).get('frames_processed', 0)) > 3, 10), \
+            node.log()
+    finally:
+        feeder.stop()
+        client.close()
+        node.stop()
+
+
 def test_runtime_parameters_accepted_and_rejected(tmp_path):
     node, client, pub = start(tmp_path, {'lazy': False})
     feeder = Feeder(pub)

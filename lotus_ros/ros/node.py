@@ -316,7 +316,9 @@ class LotusNode(Node):
         if not self._running or cam is None:  # inactive: the frame is nobody's
             return
         cam.stats.on_input()
-        if not self._wanted(cam):  # lazy, nobody listens: the frame never waits for the model
+        # lazy, nobody listens: the frame never waits for the model (unless parameter changes,
+        # applied when a frame is taken, are pending: they may turn lazy off)
+        if not self._pending and not self._wanted(cam):
             cam.stats.on_skipped_lazy()
             return
         queue = self.scheduler.queues[cam.name]
