@@ -11,8 +11,9 @@ LOTUS_DOUBLE_TRUTH (npz written by save_truth), LOTUS_DOUBLE_DELAY (s per predic
 LOTUS_DOUBLE_DELAY_PER_IMAGE (s more per image of a batch), LOTUS_DOUBLE_NOISE (std of the
 disparity noise), LOTUS_DOUBLE_NORMAL (0 disables the normal head), LOTUS_DOUBLE_FAIL (non-empty:
 raise like a model that cannot load), LOTUS_DOUBLE_REPORT (a JSON file kept up to date with the
-doubles alive in the process and the model calls made, so a test in another process can tell
-that inference stopped and that the node let go of its engine).
+doubles constructed and alive in the process and the model calls made, with the images and a
+histogram of batch sizes, so a test in another process can tell that inference stopped, that
+the node let go of its engine and how it batched the frames).
 """
 
 from __future__ import annotations
@@ -33,20 +34,33 @@ DOUBLE_FACTORY = 'lotus_ros.benchmarks.model_double:make_engine'
 
 
 class Report:
-    """Doubles alive and predict_batch calls in this process, rewritten to `path` per change."""
+    """Doubles and predict_batch calls in this process, rewritten to `path` per change."""
 
     def __init__(self, path: str):
         self.path = path
-        self.counts = {'alive': 0, 'calls': 0}
+        # batch_sizes: images per call (a JSON key, so a string) -> calls
+        self.counts = {'alive': 0, 'constructed': 0, 'calls': 0, 'images': 0, 'batch_sizes': {}}
         self._lock = threading.Lock()
 
     def add(self, key: str, delta: int) -> None:
         with self._lock:
             self.counts[key] += delta
-            tmp = f'{self.path}.tmp'
-            with open(tmp, 'w') as f:
-                json.dump(self.counts, f)
-            os.replace(tmp, self.path)  # a reader never sees a half-written file
+            self._write()
+
+    def add_call(self, images: int) -> None:
+        """Count one predict_batch call of `images` images."""
+        with self._lock:
+            self.counts['calls'] += 1
+            self.counts['images'] += images
+            sizes = self.counts['batch_sizes']
+            sizes[str(images)] = sizes.get(str(images), 0) + 1
+            self._write()
+
+    def _write(self) -> None:
+        tmp = f'{self.path}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(self.counts, f)
+        os.replace(tmp, self.path)  # a reader never sees a half-written file
 
 
 _reports: dict[str, Report] = {}  # one per path: every double of the process counts in it
@@ -112,6 +126,7 @@ class ModelDouble:
         self._ramps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.report = report_at(report_path) if report_path else None
         if self.report is not None:
+            self.report.add('constructed', 1)
             self.report.add('alive', 1)
             # counts down when the last reference goes; not at exit, when every object goes
             weakref.finalize(self, self.report.add, 'alive', -1).atexit = False
@@ -153,7 +168,7 @@ class ModelDouble:
             self.batch_sizes.append(len(images))
             answers = [self._answer(rgb) for rgb in images]
         if self.report is not None:
-            self.report.add('calls', 1)
+            self.report.add_call(len(images))
         wait = self.delay + self.delay_per_image * len(images)
         if wait:
             time.sleep(wait)  # releases the GIL like a CUDA synchronise
