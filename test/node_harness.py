@@ -82,6 +82,19 @@ def header_at(stamp: float) -> Header:
     return messages.header_at(stamp, FRAME_ID)
 
 
+def set_parameters(client: Client, values: dict, node: str = '/lotus') -> list:
+    """Set parameters through the node's service (types from the Python values); the results."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    service = client.node.create_client(SetParameters, node + '/set_parameters')
+    assert service.wait_for_service(timeout_sec=10)
+    future = service.call_async(SetParameters.Request(
+        parameters=[Parameter(name, value=v).to_parameter_msg() for name, v in values.items()]))
+    assert client.wait_for(future.done, 10)
+    return future.result().results
+
+
 def diagnostics_values(client: Client) -> dict[str, str]:
     """Key/values of the newest pipeline status on /diagnostics."""
     for arr in reversed(client.messages('/diagnostics')):

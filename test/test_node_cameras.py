@@ -15,11 +15,17 @@ import os
 from pathlib import Path
 import time
 
-from node_harness import HERE, Client, NodeProcess, camera_info, next_domain, wait_until_ready
+from node_harness import (
+    HERE,
+    Client,
+    NodeProcess,
+    camera_info,
+    next_domain,
+    set_parameters,
+    wait_until_ready,
+)
 import numpy as np
 import pytest
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from lotus_ros.benchmarks.model_double import relative_disparity, save_truth
@@ -152,21 +158,7 @@ class Rig:
         return self.client.wait_for(lambda: self.status(name).get(key) == value, timeout)
 
     def set_parameters(self, values: dict) -> list:
-        """Set parameters through the node's service; return the results."""
-        service = self.client.node.create_client(SetParameters, '/lotus/set_parameters')
-        assert service.wait_for_service(timeout_sec=10)
-        request = SetParameters.Request()
-        for name, v in values.items():
-            if isinstance(v, bool):
-                pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
-            elif isinstance(v, int):
-                pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-            else:
-                pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
-            request.parameters.append(Parameter(name=name, value=pv))
-        future = service.call_async(request)
-        assert self.client.wait_for(future.done, 10)
-        return future.result().results
+        return set_parameters(self.client, values)
 
     def close(self) -> None:
         self.client.close()
@@ -251,21 +243,27 @@ def test_three_cameras_keep_their_headers_content_and_alignment(rig):
     assert report['images'] == n * len(CAMERAS), report
 
 
-def test_coinciding_frames_share_a_model_call(rig):
-    """Three cameras' frames at once, a 50 ms model: calls of several images, each frame once."""
-    n = 10
-    frames = {c: camera_frames(c, n) for c in CAMERAS}
+def play_triggered(rig, n: int, batch_max_size: int):
+    """Three cameras triggered together (one stamp per round) behind a 50 ms model; the rig."""
+    frames = {c: [dataclasses.replace(f, stamp=1000.0 + PERIOD * i)
+                  for i, f in enumerate(camera_frames(c, n))] for c in CAMERAS}
     r = rig({'drop_frames': False, 'lazy': False, 'alignment.source': 'none',
-             'batch.max_size': 3, 'diagnostics_period': 0.2},
+             'batch.max_size': batch_max_size, 'diagnostics_period': 0.2},
             subscribe={c: {'depth/relative': Image} for c in CAMERAS}, sparse=False,
             env={'LOTUS_DOUBLE_DELAY': '0.05'})
     r.ready()
-    # the same stamp on every camera (one trigger), published together
-    for c in CAMERAS:
-        frames[c] = [dataclasses.replace(f, stamp=1000.0 + PERIOD * i)
-                     for i, f in enumerate(frames[c])]
     r.play(frames, range(n))
     assert r.wait_for_counts({f'{c}/depth/relative': n for c in CAMERAS}), r.why()
+    for c in CAMERAS:
+        assert [key(m) for m in r.messages(c, 'depth/relative')] == \
+            [stamp_key(f.stamp) for f in frames[c]], c
+    return r
+
+
+def test_coinciding_frames_share_a_model_call(rig):
+    """Three cameras' frames at once, a 50 ms model: calls of several images, each frame once."""
+    n = 10
+    r = play_triggered(rig, n, batch_max_size=3)
     images = n * len(CAMERAS)
     assert r.wait_for_status('lotus: engine', 'images', str(images)), r.statuses()
     report, engine = r.report(), r.status('lotus: engine')
@@ -276,26 +274,12 @@ def test_coinciding_frames_share_a_model_call(rig):
     assert {int(k[len('batch_size_'):]): int(v) for k, v in engine.items()
             if k.startswith('batch_size_')} == sizes, engine
     assert report['constructed'] == 1, report
-    for c in CAMERAS:
-        assert [key(m) for m in r.messages(c, 'depth/relative')] == \
-            [stamp_key(f.stamp) for f in frames[c]], c
 
 
 def test_batch_max_size_one_runs_every_frame_alone(rig):
     n = 6
-    frames = {c: camera_frames(c, n) for c in CAMERAS}
-    r = rig({'drop_frames': False, 'lazy': False, 'alignment.source': 'none',
-             'batch.max_size': 1},
-            subscribe={c: {'depth/relative': Image} for c in CAMERAS}, sparse=False,
-            env={'LOTUS_DOUBLE_DELAY': '0.05'})
-    r.ready()
-    for c in CAMERAS:
-        frames[c] = [dataclasses.replace(f, stamp=1000.0 + PERIOD * i)
-                     for i, f in enumerate(frames[c])]
-    r.play(frames, range(n))
-    assert r.wait_for_counts({f'{c}/depth/relative': n for c in CAMERAS}), r.why()
-    report = r.report()
-    assert batch_sizes(report) == {1: n * len(CAMERAS)}, report
+    r = play_triggered(rig, n, batch_max_size=1)
+    assert batch_sizes(r.report()) == {1: n * len(CAMERAS)}
 
 
 def test_a_stalled_camera_does_not_slow_the_others(rig):

@@ -11,12 +11,11 @@ from node_harness import (
     header_at,
     next_domain,
     node_executable,
+    set_parameters,
     wait_until_ready,
 )
 import numpy as np
 import pytest
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
 
 from lotus_ros.ros.images import array_to_image, image_to_array
@@ -55,26 +54,8 @@ def start(tmp_path, params=None, env=None):
 
 
 def set_params(client, **values):
-    cli = client.node.create_client(SetParameters, '/lotus/set_parameters')
-    assert cli.wait_for_service(timeout_sec=10)
-    req = SetParameters.Request()
-    for name, v in values.items():
-        name = name.replace('__', '.')
-        if isinstance(v, bool):
-            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
-        elif isinstance(v, int):
-            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-        elif isinstance(v, float):
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
-        req.parameters.append(Parameter(name=name, value=pv))
-    future = cli.call_async(req)
-    deadline = time.monotonic() + 10
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert future.done()
-    return future.result().results
+    """set_parameters with keyword names: a__b is a.b."""
+    return set_parameters(client, {name.replace('__', '.'): v for name, v in values.items()})
 
 
 def test_lazy_mode_runs_no_inference_without_subscribers(tmp_path):
