@@ -4,8 +4,8 @@ ROS test plumbing: private DDS domains, the node as a process, an rclpy client.
 The installed lotus_node runs as its own process; the client (deserialized or raw messages)
 spins in a background thread of the test process.
 
-Each test gets its own ROS_DOMAIN_ID so tests (and other people's runs on the machine) never see
-each other's topics.
+Each test gets its own ROS_DOMAIN_ID, claimed machine-wide, so tests (and other runs on the
+machine) never see each other's topics.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ _domains = itertools.count(os.getpid() * 7)
 
 
 def next_domain() -> int:
-    """Return a domain id in 1..100 that no earlier test of this run used (within 100 tests)."""
-    return 1 + next(_domains) % 100
+    """Return a domain id no other process holds, a new one per test (claim_domain)."""
+    return node_process.claim_domain(next(_domains))
 
 
 def ros_env(domain_id: int) -> dict[str, str]:

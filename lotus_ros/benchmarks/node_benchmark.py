@@ -412,9 +412,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the node's batch.max_size (default: the node's default)")
     ap.add_argument('--batch-max-wait-ms', type=float, default=None,
                     help="the node's batch.max_wait_ms (default: the node's default)")
-    ap.add_argument('--domain-id', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', 0) or 0)
-                    or 90 + os.getpid() % 40)
+    ap.add_argument('--domain-id', type=int, default=None,
+                    help='default: $ROS_DOMAIN_ID, else one no other process here has claimed')
     args = ap.parse_args(argv)
+    if args.domain_id is None:
+        from lotus_ros.demo.node_process import claim_domain
+
+        args.domain_id = int(os.environ.get('ROS_DOMAIN_ID', 0) or 0) or claim_domain(os.getpid())
     if args.cameras < 1:
         ap.error('--cameras must be at least 1')
     alone = processor_only(args.width, args.height, model_delay=args.model_delay,

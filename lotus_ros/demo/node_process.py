@@ -8,12 +8,15 @@ ROS_DOMAIN_ID, local discovery, the big-message Fast DDS profile), so they exerc
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+import fcntl
 import os
 from pathlib import Path
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -22,6 +25,39 @@ from lotus_ros import installed
 
 # What a participant of this process must share with the node's to see its topics.
 TRANSPORT_KEYS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
+
+
+# Domain ids handed out: ROS 2's portable range on Linux is 0-101 (0 is everybody's default).
+DOMAIN_IDS = range(1, 101)
+_DOMAIN_LOCKS = Path(tempfile.gettempdir()) / 'lotus_ros_domains'
+_held_domains: deque[int] = deque()   # lock file descriptors of this process's latest claims
+_HELD = 4                             # claims kept: a test may run a few nodes at once
+
+
+def claim_domain(start: int = 0) -> int:
+    """
+    Return a domain id no other process on this machine has claimed, searching from `start`.
+
+    Two test runs, a demo and a benchmark at once then never share a domain, so none of them
+    sees the others' topics (the same topic names). A claim is an flock on a file per id, held
+    until this process has made _HELD newer claims or ends. When every id is held, the id at
+    `start` is returned anyway.
+    """
+    _DOMAIN_LOCKS.mkdir(exist_ok=True)
+    ids = list(DOMAIN_IDS)
+    for k in range(len(ids)):
+        domain = ids[(start + k) % len(ids)]
+        fd = os.open(_DOMAIN_LOCKS / f'{domain}.lock', os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process holds it (or this one, for a recent claim)
+            os.close(fd)
+            continue
+        _held_domains.append(fd)
+        while len(_held_domains) > _HELD:
+            os.close(_held_domains.popleft())
+        return domain
+    return ids[start % len(ids)]
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:

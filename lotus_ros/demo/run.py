@@ -585,7 +585,9 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         raise DemoError(f'cannot read the parameter files: {exc}', 2) from exc
     models = (node_params.get('depth_model', ''), node_params.get('normal_model', ''))
 
-    domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
+    from lotus_ros.demo.node_process import claim_domain
+
+    domain = args.domain_id if args.domain_id is not None else claim_domain(os.getpid())
     print(f'[3/4] Starting {executable} (ROS_DOMAIN_ID={domain}) and replaying the bag with '
           '/clock ...', flush=True)
     recording = run_pipeline(bag, params_files, domain_id=domain, num_images=len(frames),
