@@ -29,6 +29,7 @@ from lotus_ros.ros.parameters import (
     SPEC_BY_NAME,
     defaults,
     load_parameter_files,
+    python_value,
     split_camera_parameter,
     validate,
     validate_set,
@@ -71,10 +72,7 @@ def load_params(files: list[str] | None = None, overrides: list[str] | None = No
             if name in ('use_sim_time',) or name.startswith('qos_overrides.'):
                 continue
             raise ValueError(f'unknown parameter {name!r}')
-        spec = SPEC_BY_NAME[name]
-        if isinstance(spec.default, float) and isinstance(value, int) \
-                and not isinstance(value, bool):
-            params[name] = value = float(value)
+        params[name] = value = python_value(SPEC_BY_NAME[name], value)
         reason = validate(name, value)
         if reason:
             raise ValueError(reason)

@@ -151,7 +151,7 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
 
     from lotus_ros.core.stamps import stamp_seconds
     from lotus_ros.demo.node_process import Client, NodeProcess, ros_environment
-    from lotus_ros.ros.camera import camera_topic
+    from lotus_ros.ros.camera import camera_topic, status_prefix
     from lotus_ros.ros.images import array_to_image
     from lotus_ros.ros.messages import header_at, pinhole_camera_info
     from lotus_ros.ros.node import NODE_NAME
@@ -234,10 +234,9 @@ def run(width: int, height: int, rate: float, duration: float, warmup: float,
     for c in names:
         stats = {topic: window_statistics(client.timed(camera_topic(c, topic)),
                                           wall_start, wall_end) for topic in topics}
-        label = f'{NODE_NAME}/{c}' if c else NODE_NAME
         per_camera[c] = {'rates': {topic: s[0] for topic, s in stats.items()},
                          'latency': {topic: s[1] for topic, s in stats.items()},
-                         'diag': latest_status(diag, f'{label}: pipeline')}
+                         'diag': latest_status(diag, f'{status_prefix(NODE_NAME, c)}: pipeline')}
     # model calls between the last engine status before the window (else the first) and the last
     engine = [(received, values) for received, arr in diag
               if (values := status_values(arr, f'{NODE_NAME}: engine')) is not None] or \

@@ -22,6 +22,11 @@ def camera_topic(camera: str, name: str) -> str:
     return f'{camera}/{name}' if camera else name
 
 
+def status_prefix(node_name: str, camera: str) -> str:
+    """Name a camera's /diagnostics statuses: the node's name, the camera's appended."""
+    return f'{node_name}/{camera}' if camera else node_name
+
+
 @dataclass
 class Camera:
     name: str
@@ -39,5 +44,9 @@ class Camera:
         return camera_topic(self.name, name)
 
     def label(self, node_name: str) -> str:
-        """Its name in /diagnostics and logs: the node's, with the camera's appended."""
-        return f'{node_name}/{self.name}' if self.name else node_name
+        return status_prefix(node_name, self.name)
+
+    @property
+    def log_prefix(self) -> str:
+        """What its log lines start with ('' for the single camera)."""
+        return f'camera {self.name}: ' if self.name else ''

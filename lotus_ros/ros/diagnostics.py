@@ -139,6 +139,10 @@ def _kv(key: str, value: Any) -> KeyValue:
     return KeyValue(key=key, value=str(value))
 
 
+def _memory_values(memory: dict[str, float]) -> list[KeyValue]:
+    return [_kv(f'gpu_{k}', float(v)) for k, v in sorted(memory.items())]
+
+
 def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: int,
                       overflowed: int, device: str, dtype: str, memory: dict[str, float],
                       alignment_enabled: bool) -> DiagnosticArray:
@@ -165,8 +169,7 @@ def build_diagnostics(stamp, node_name: str, snap: dict[str, Any], *, dropped: i
         _kv('device', device), _kv('dtype', dtype),
         _kv('rejected_total', rejected_total),
     ]
-    for k, v in sorted(memory.items()):
-        values.append(_kv(f'gpu_{k}', float(v)))
+    values += _memory_values(memory)
     for k, v in sorted(snap['stages'].items()):
         values.append(_kv(f'stage_{k}_ms', v * 1000.0))
     for k, v in sorted(snap['rejected'].items()):
@@ -231,6 +234,5 @@ def engine_status(node_name: str, device: str, dtype: str, memory: dict[str, flo
     for size, (n, seconds) in batches.items():
         st.values += [_kv(f'batch_size_{size}', n),
                       _kv(f'inference_ms_batch_{size}', seconds * 1000.0)]
-    for k, v in sorted(memory.items()):
-        st.values.append(_kv(f'gpu_{k}', float(v)))
+    st.values += _memory_values(memory)
     return st

@@ -303,8 +303,7 @@ class LotusNode(Node):
         if now - self._warned.get((cam.name, reason), -1e9) >= WARN_PERIOD:
             self._warned[(cam.name, reason)] = now
             count = cam.stats.rejected.get(reason, 0)
-            where = f'camera {cam.name}: ' if cam.name else ''
-            self.get_logger().warning(f'{where}{text} [{reason}, {count} so far]')
+            self.get_logger().warning(f'{cam.log_prefix}{text} [{reason}, {count} so far]')
 
     def _problem(self, cam: Camera, reason: str, text: str) -> None:
         cam.stats.on_rejected(reason)
@@ -421,10 +420,9 @@ class LotusNode(Node):
         cam.processor.reset()
         cam.stats.on_time_jump()
         self._started_ns = min(self._started_ns, self.get_clock().now().nanoseconds)
-        where = f'camera {cam.name}: ' if cam.name else ''
         self.get_logger().warning(
-            f'{where}time went backwards (bag loop, new bag or clock reset): stamp caches, '
-            f'alignment filter and statistics reset [{cam.stats.time_jumps} so far]')
+            f'{cam.log_prefix}time went backwards (bag loop, new bag or clock reset): stamp '
+            f'caches, alignment filter and statistics reset [{cam.stats.time_jumps} so far]')
 
     def _apply_pending(self) -> None:
         """Apply parameter changes, in the one place they take effect: before frames are taken."""
@@ -523,19 +521,15 @@ class LotusNode(Node):
             mem = dict(self.engine.memory_stats() or {})
         except Exception:  # memory stats are best effort
             mem = {}
-        stamp = self.get_clock().now().to_msg()
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
         device, dtype = str(self.engine.device), str(self.engine.dtype)
-        arr = None
         for cam in self.cameras.values():
             queue = self.scheduler.queues[cam.name]
-            part = build_diagnostics(
-                stamp, cam.label(self.get_name()), cam.stats.snapshot(), dropped=queue.dropped,
-                overflowed=queue.overflowed, device=device, dtype=dtype, memory=mem,
-                alignment_enabled=cam.processor.alignment_enabled)
-            if arr is None:
-                arr = part
-            else:
-                arr.status.extend(part.status)
+            arr.status.extend(build_diagnostics(
+                arr.header.stamp, cam.label(self.get_name()), cam.stats.snapshot(),
+                dropped=queue.dropped, overflowed=queue.overflowed, device=device, dtype=dtype,
+                memory=mem, alignment_enabled=cam.processor.alignment_enabled).status)
         arr.status.append(engine_status(self.get_name(), device, dtype, mem,
                                         self.inference.batch_stats()))
         self.diag_pub.publish(arr)

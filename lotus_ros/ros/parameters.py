@@ -348,7 +348,8 @@ def _descriptor(spec: ParamSpec, name: str):
     return desc
 
 
-def _python_value(spec: ParamSpec, value: Any) -> Any:
+def python_value(spec: ParamSpec, value: Any) -> Any:
+    """Type a value as the table does: an integer given for a double is a float, arrays lists."""
     if isinstance(spec.default, float) and isinstance(value, int) and \
             not isinstance(value, bool):
         return float(value)
@@ -371,7 +372,7 @@ def declare_parameters(node) -> dict[str, Any]:
         else:
             value = node.declare_parameter(spec.name, spec.default,
                                            _descriptor(spec, spec.name)).value
-        values[spec.name] = _python_value(spec, value)
+        values[spec.name] = python_value(spec, value)
     return values
 
 
@@ -380,8 +381,9 @@ def declare_camera_parameters(node, cameras: list[str]) -> dict[str, dict[str, A
     Declare cameras_params.<camera>.<name> for every camera and per-camera name, without a value.
 
     Return each camera's own values (those given at startup). A parameter without a value
-    follows the global one (its runtime changes too); one given a value keeps it. Typed like
-    the global parameter, so a wrong type is refused by rcl with the usual message.
+    follows the global one (its runtime changes too); one given a value keeps it. Declared with
+    dynamic typing (rcl types a parameter by its first value): validate() refuses a wrong type,
+    at startup and in the node's set callback.
     """
     own: dict[str, dict[str, Any]] = {c: {} for c in cameras}
     if cameras == ['']:
@@ -396,7 +398,7 @@ def declare_camera_parameters(node, cameras: list[str]) -> dict[str, dict[str, A
             else:
                 value = node.declare_parameter(param, None, desc).value
             if value is not None:
-                own[camera][name] = _python_value(spec, value)
+                own[camera][name] = python_value(spec, value)
     return own
 
 
