@@ -57,6 +57,21 @@ def reliable(depth: int = 50):
     return Client.reliable(depth)
 
 
+def deep_output_history(params: dict, depth: int = 50) -> dict:
+    """
+    REP 2003 overrides giving every output writer of every camera a deep history.
+
+    Fast DDS may hold a reliable sample back for a second or more; with the node's depth of 5
+    a burst of later frames would push it out before it is delivered, and a test counting every
+    message would see one missing. A test's own qos_overrides win over these.
+    """
+    from lotus_ros.ros.outputs import OUTPUTS
+
+    cameras = params.get('cameras') or ['']
+    return {f"qos_overrides./{c + '/' if c else ''}{name}.publisher.depth": depth
+            for c in cameras for name in OUTPUTS}
+
+
 class NodeProcess(node_process.NodeProcess):
     """The node under test, loading the model double unless the test names an engine."""
 
@@ -64,17 +79,27 @@ class NodeProcess(node_process.NodeProcess):
                  env: dict | None = None, remaps: dict | None = None,
                  executable: str = 'lotus_node'):
         node_executable(executable)
+        params = {'engine_factory': DOUBLE_FACTORY, **deep_output_history(params or {}),
+                  **(params or {})}
         super().__init__(tmp_path / f'node_{domain}.log', {**ros_env(domain), **(env or {})},
-                         params={'engine_factory': DOUBLE_FACTORY, **(params or {})},
+                         params=params,
                          remaps=remaps, cwd=tmp_path, executable=executable)
 
 
 def wait_until_ready(client: Client, node: NodeProcess, *publishers, timeout: float = 30.0,
                      settle: float = 1.0) -> None:
-    """Fail with the node's log unless it said 'ready:' and hears every publisher; then settle."""
+    """
+    Wait for the node's 'ready:', for every publisher heard and every subscription matched.
+
+    Fails with the node's log. A message published before discovery has matched its reader
+    is lost (volatile QoS): a test that counts every output must not start earlier. `settle`
+    gives the node's side of the match (and its lazy check) time to see our subscriptions.
+    """
     assert client.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers),
                            timeout), node.log()
     assert client.wait_for(lambda: 'ready:' in node.log(), timeout), node.log()
+    assert client.wait_for(lambda: not client.unmatched(), timeout), \
+        f'no publisher for {client.unmatched()}\n{node.log()}'
     time.sleep(settle)
 
 

@@ -78,20 +78,15 @@ class Rig:
         if truth:
             save_truth(truth, tmp_path / 'truth.npz')
             env['LOTUS_DOUBLE_TRUTH'] = str(tmp_path / 'truth.npz')
-        # Fast DDS may hold a reliable sample back for a second or more: a deeper writer
-        # history (REP 2003 override) keeps it until it is delivered.
-        deep = {f'qos_overrides./{c}/{name}.publisher.depth': 50
-                for c, topics in subscribe.items() for name in topics}
         domain = next_domain()
-        self.node = NodeProcess(tmp_path, domain, {'cameras': list(self.cameras), **deep,
-                                                   **params}, env=env)
+        self.node = NodeProcess(tmp_path, domain, {'cameras': list(self.cameras), **params},
+                                env=env)
         self.client = Client(domain)
         from diagnostic_msgs.msg import DiagnosticArray
         self.client.subscribe(DiagnosticArray, '/diagnostics')
-        self.subs = {}
         for c, topics in subscribe.items():
             for name, msg_type in topics.items():
-                self.subs[f'{c}/{name}'] = self.client.subscribe(msg_type, f'/{c}/{name}')
+                self.client.subscribe(msg_type, f'/{c}/{name}')
         self.pubs = {}
         for c in self.cameras:
             self.pubs[c] = {'image': self.client.publisher(Image, f'/{c}/image'),
@@ -103,12 +98,7 @@ class Rig:
         """Wait for the node, its subscriptions and our subscriptions' matches with it."""
         wait_until_ready(self.client, self.node,
                          *[p for pubs in self.pubs.values() for p in pubs.values()],
-                         timeout=timeout, settle=0.0)
-        # 30 output topics take a while to be discovered: a frame published before then is lost
-        assert self.client.wait_for(lambda: all(
-            sub.get_publisher_count() > 0 for sub in self.subs.values()), timeout), \
-            [name for name, sub in self.subs.items() if sub.get_publisher_count() == 0]
-        time.sleep(1.0)  # the node must see our subscriptions too (lazy mode)
+                         timeout=timeout)
 
     def publish(self, camera: str, frame, *, image: Image | None = None) -> None:
         """Send a frame's camera_info and sparse depth, then its image (or `image`)."""

@@ -40,9 +40,6 @@ def run_sequence(tmp_path, frames, params, *, env=None, n_expected=None, double=
     save_truth(frames, truth)
     domain = next_domain()
     base = {'drop_frames': False, 'points.normals': double}
-    # Fast DDS 2.14 (the Jazzy wheels) can hold a reliable sample back for 1-3 s; with the
-    # default writer history of 5 it is then gone. A deeper one (REP 2003 override) keeps it.
-    base.update({f'qos_overrides./{name}.publisher.depth': 50 for name in TOPICS})
     node = NodeProcess(tmp_path, domain, {**base, **params},
                        env={'LOTUS_DOUBLE_TRUTH': str(truth), **(env or {})})
     client = Client(domain)

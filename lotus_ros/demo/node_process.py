@@ -172,6 +172,7 @@ class Client:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.received: dict[str, list] = {}
+        self.subscriptions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -206,8 +207,15 @@ class Client:
             kept = bytes(msg) if raw else msg if record is None else record(msg)
             with self._lock:
                 self.received[topic].append((time.time(), kept))
-        return self.node.create_subscription(msg_type, topic, callback, qos or self.reliable(50),
-                                             raw=raw)
+        sub = self.node.create_subscription(msg_type, topic, callback, qos or self.reliable(50),
+                                            raw=raw)
+        self.subscriptions[topic] = sub
+        return sub
+
+    def unmatched(self) -> list[str]:
+        """Topics we subscribe to that no publisher matches yet (discovery still under way)."""
+        return [topic for topic, sub in self.subscriptions.items()
+                if sub.get_publisher_count() == 0]
 
     def messages(self, topic: str) -> list:
         with self._lock:
