@@ -118,6 +118,34 @@ def test_errors_are_reported_and_the_stages_go_on():
     assert [str(e) for e in rec.errors] == ['frame 3 failed', 'frame 7 failed']
 
 
+class FailingTakes(FrameQueue):
+    """A frame source whose take raises now and then (a graph query after the context died)."""
+
+    def __init__(self, fail_at: set[int]):
+        super().__init__(drop_frames=False, maxsize=50)
+        self.fail_at, self.takes = fail_at, 0
+
+    def take(self, timeout=None):
+        self.takes += 1
+        if self.takes in self.fail_at:
+            raise RuntimeError(f'take {self.takes} failed')
+        return super().take(timeout)
+
+
+def test_a_failing_take_is_reported_and_inference_goes_on():
+    rec = Recorder(0.001, 0.001)
+    frames = FailingTakes(fail_at={1, 3})
+    pipe = FramePipeline(frames, rec.infer, rec.finish, rec.on_error, just_in_time=False)
+    try:
+        for i in range(5):
+            frames.put((i, 0.0))
+        assert wait_for(lambda: len(rec.order) == 5), (rec.order, rec.errors)
+    finally:
+        assert pipe.stop(2.0)
+    assert rec.order == list(range(5))
+    assert [str(e) for e in rec.errors] == ['take 1 failed', 'take 3 failed']
+
+
 @pytest.mark.parametrize('just_in_time', [True, False])
 def test_stop_is_prompt_even_inside_a_long_inference(just_in_time):
     rec = Recorder(infer_s=3.0, finish_s=0.001)

@@ -398,11 +398,13 @@ class LotusNode(Node):
         The budget runs from `since`, when the frame could first have been taken: a newer
         frame of the same camera replacing it does not start the wait again.
         """
+        if not self._running or not self.context.ok():
+            return 0.0                 # stopping (SIGTERM shuts the context down first)
         cam = self.cameras[camera]
         p = cam.processor.params
         published = self.count_publishers(cam.info_sub.topic_name) > 0
         waiting = cam.assembler.waiting_for(msg, p, camera_info_published=published)
-        if not waiting or not self._running:
+        if not waiting:
             return 0.0
         budgets = {'camera_info': p['camera_info_wait'], 'sparse': SPARSE_WAIT}
         return since + max(budgets[name] for name in waiting) - time.monotonic()

@@ -48,7 +48,9 @@ class FramePipeline:
     """
     Run infer(frames) -> jobs and finish(job) on two threads with a one-batch hand-off.
 
-    Exceptions of either callable go to `on_error` and the stage carries on with the next frame.
+    Exceptions of either callable, or of the frame source's take (its side-input check asks
+    the ROS graph, which fails once SIGTERM has shut the context down), go to `on_error` and
+    the stage carries on: a dead inference thread would silence the node for good.
     """
 
     def __init__(self, frames: FrameSource, infer: Callable[[list[Any]], list[Any]],
@@ -123,13 +125,13 @@ class FramePipeline:
         while self._running:
             if self.just_in_time:
                 self._wait_for_turn()
-            frames = self.frames.take(timeout=0.2)
-            if not frames:
-                continue
-            start = time.monotonic()
             try:
+                frames = self.frames.take(timeout=0.2)
+                if not frames:
+                    continue
+                start = time.monotonic()
                 jobs = self._infer(frames)
-            except Exception as exc:  # keep the stage alive whatever one batch does
+            except Exception as exc:  # keep the stage alive whatever one batch (or take) does
                 self._on_error(exc)
                 continue
             if jobs:
