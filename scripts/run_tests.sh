@@ -7,8 +7,21 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 1 ))}"
 cd "$HERE"
 
+# A last bound on a whole pytest run (it takes about 6 min): native code that spins holding the
+# GIL (a DDS teardown deadlock) stops pytest-timeout too; faulthandler_timeout (setup.cfg) has
+# printed every thread's stack by then.
+LIMIT="${LOTUS_TEST_LIMIT:-1800}"
+bounded() {
+  local rc=0
+  timeout --foreground -k 30 "$LIMIT" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "--- pytest did not end within ${LIMIT} s: killed" >&2
+  fi
+  return "$rc"
+}
+
 status=0
-pytest -p no:cacheprovider -q -ra test "$@" || status=$?
+bounded pytest -p no:cacheprovider -q -ra test "$@" || status=$?
 if [ "$status" -eq 2 ]; then  # interrupted (Ctrl-C) or usage error: stop here
   exit "$status"
 fi
@@ -18,7 +31,7 @@ fi
 # only with AVX-512 fails here. Both variables only restrict kernels: this works on any x86 CPU.
 echo "--- engine tests again with AVX2 kernels (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)"
 avx2=0
-ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 pytest -p no:cacheprovider -q -ra \
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 bounded pytest -p no:cacheprovider -q -ra \
   test/test_engine.py test/test_lotus_g.py test/test_marigold.py \
   test/test_node_contract.py::test_real_engine_tiny_random_weights "$@" \
   || avx2=$?

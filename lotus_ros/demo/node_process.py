@@ -247,8 +247,17 @@ class Client:
         return predicate()
 
     def close(self) -> None:
+        """
+        Tear the participant down here and now, with the spin thread gone.
+
+        Destroying the node while the spin thread still waits on it defers the teardown to
+        that thread, which may then run it while the node process exits. Fast DDS 3.2 (Kilted)
+        can deadlock deleting a participant while it handles a remote writer's removal, and
+        it spins holding the GIL: the whole test process, pytest-timeout included, hangs.
+        """
         import rclpy
 
         self.executor.shutdown(timeout_sec=1.0)
+        self._thread.join(timeout=10.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

@@ -26,6 +26,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -577,8 +578,9 @@ def main(args: list[str] | None = None, node_class: type[LotusNode] = LotusNode)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except _rclpy.RCLError:
-        # SIGTERM shuts the context down while the executor builds its wait set
+    except (_rclpy.RCLError, InvalidHandle):
+        # SIGTERM shuts the context down (and its nodes' handles) while the executor builds
+        # its wait set or a callback asks the graph (the lazy check)
         if rclpy.ok():
             raise
     finally:
