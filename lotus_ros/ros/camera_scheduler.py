@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from lotus_ros.ros.frame_queue import FrameQueue
+from lotus_ros.ros.pipeline import SmoothedDuration
 
-_SMOOTHING = 0.3     # weight of the newest interval in a camera's period estimate
 _STALLED = 2.0       # periods without a frame after which a camera is not waited for
 _JITTER = 0.1        # of a period: how early a frame may be expected
 
@@ -38,7 +38,7 @@ class CameraScheduler:
         self.max_wait = max(0.0, float(max_wait))
         self._inputs_due = inputs_due
         self._last: dict[str, float] = {}
-        self._period: dict[str, float] = {}
+        self._period: dict[str, SmoothedDuration] = {}
         self._since: dict[str, float] = {}     # camera -> when its queue stopped being empty
 
     def put(self, camera: str, msg: Any, now: float | None = None) -> bool:
@@ -47,10 +47,7 @@ class CameraScheduler:
         with self._cond:
             last = self._last.get(camera)
             if last is not None:
-                interval = now - last
-                period = self._period.get(camera)
-                self._period[camera] = interval if period is None else \
-                    (1.0 - _SMOOTHING) * period + _SMOOTHING * interval
+                self._period.setdefault(camera, SmoothedDuration()).add(now - last)
             self._last[camera] = now
             self._since.setdefault(camera, now)
             return self.queues[camera].put((msg, now))
@@ -72,9 +69,9 @@ class CameraScheduler:
     def _due_by(self, camera: str, deadline: float, now: float) -> bool:
         """Whether camera's next frame is expected before the deadline (never when stalled)."""
         last, period = self._last.get(camera), self._period.get(camera)
-        if last is None or period is None or now - last > _STALLED * period:
+        if last is None or period is None or now - last > _STALLED * period.value:
             return False
-        return last + (1.0 - _JITTER) * period <= deadline
+        return last + (1.0 - _JITTER) * period.value <= deadline
 
     def _scan(self) -> tuple[list[str], list[str], float | None]:
         """(ready cameras oldest head first, cameras with a frame still waiting, soonest wait)."""

@@ -19,12 +19,16 @@ import threading
 import time
 from typing import Any, Protocol
 
-# Weight of the newest duration in the stage time estimates (a few frames of memory).
+# Weight of the newest duration in the time estimates (a few frames of memory).
 _SMOOTHING = 0.3
 
 
-class _Estimate:
-    """Exponentially smoothed duration of a stage, seconds; 0 until measured."""
+class SmoothedDuration:
+    """
+    Exponentially smoothed duration, seconds; 0 until measured.
+
+    The stages' times here, a camera's frame period in ros.camera_scheduler.
+    """
 
     def __init__(self) -> None:
         self.value = 0.0
@@ -63,8 +67,8 @@ class FramePipeline:
         self._slot: list[list[Any]] = []           # at most one inferred batch of jobs
         self._finishing_since: float | None = None  # monotonic start of the job in finish
         self._finishing_left = 0                   # jobs of the batch in finish, not yet done
-        self.infer_time = _Estimate()              # per batch
-        self.finish_time = _Estimate()             # per job
+        self.infer_time = SmoothedDuration()              # per batch
+        self.finish_time = SmoothedDuration()             # per job
         self._running = True
         self._threads = [threading.Thread(target=self._infer_loop, name='lotus_inference',
                                           daemon=True),
