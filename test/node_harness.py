@@ -65,10 +65,11 @@ def deep_output_history(params: dict, depth: int = 50) -> dict:
     a burst of later frames would push it out before it is delivered, and a test counting every
     message would see one missing. A test's own qos_overrides win over these.
     """
+    from lotus_ros.ros.camera import camera_topic
     from lotus_ros.ros.outputs import OUTPUTS
 
     cameras = params.get('cameras') or ['']
-    return {f"qos_overrides./{c + '/' if c else ''}{name}.publisher.depth": depth
+    return {f'qos_overrides./{camera_topic(c, name)}.publisher.depth': depth
             for c in cameras for name in OUTPUTS}
 
 
