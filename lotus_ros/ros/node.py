@@ -540,11 +540,9 @@ class LotusNode(Node):
     def stop(self, timeout: float | None = 1.0) -> bool:
         """Stop both stages (timeout None: after the frame in flight); True when they ended."""
         self._running = False
-        if self.scheduler is not None:
-            self.scheduler.close()
         if self.pipeline is None:
             return True
-        return self.pipeline.stop(timeout)
+        return self.pipeline.stop(timeout)     # closes the scheduler (its frame source) first
 
 
 def main(args: list[str] | None = None, node_class: type[LotusNode] = LotusNode) -> int:
